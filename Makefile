@@ -1,0 +1,32 @@
+# The README's two commands: `make run` (the main job) and `make test` (the test suite).
+# Both create the virtualenv .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/main
+
+.PHONY: run test test-slow lint benchmarks clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,report,slurm]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python -m experiments.difficulty --workdir=$(WORKDIR)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+benchmarks: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.sampler
+
+clean:
+	rm -rf $(VENV) *.egg-info
