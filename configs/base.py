@@ -1,0 +1,130 @@
+"""Defaults of a training run on the fly: the seed's 4x4-state / 32-token graph, small alpha_X side.
+
+Commands (from the repository root):
+
+  python -m experiments.train --config=configs/base.py --workdir=/tmp/run1
+  python -m experiments.train --config=configs/base.py:size=paper --workdir=runs/paper
+  python -m experiments.train --config=configs/base.py:alpha_x=0.05,alpha_z=0.001 \
+      --config.train.num_steps=2000 --config.model.width=128 --workdir=runs/small_alpha_z
+
+The optional argument after `:` is a comma-separated list of `key=value`:
+  size     cpu (default; about 2 minutes on 2 CPU cores) or paper (the seed's T=2048, bigger model);
+  alpha_x  Dirichlet concentration of X's emission rows (float > 0; default 1e-3);
+  alpha_z  Dirichlet concentration of every hidden node's rows (float > 0; default 0.125).
+Rerunning the same command resumes from the latest checkpoint in the workdir.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from gssm_jax.graph import experiment1_graph_config
+
+SIZES = ("cpu", "paper")
+ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}
+
+
+def parse_arg(arg: str | None, defaults: dict) -> dict:
+    """Parses `key=value,key=value` into a dict typed like `defaults`; ValueError names a bad key/value."""
+    options = dict(defaults)
+    if not arg:
+        return options
+    for item in arg.split(","):
+        key, separator, value = item.partition("=")
+        key = key.strip()
+        if not separator or key not in defaults:
+            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(defaults)}")
+        kind = type(defaults[key])
+        try:
+            options[key] = kind(value.strip())
+        except ValueError:
+            raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from None
+    return options
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The run's configuration; `arg` as described in the module docstring."""
+    options = parse_arg(arg, ARG_DEFAULTS)
+    if options["size"] not in SIZES:
+        raise ValueError(f"config argument size={options['size']!r}: valid sizes are {', '.join(SIZES)}")
+    for name in ("alpha_x", "alpha_z"):
+        if not options[name] > 0:
+            raise ValueError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")
+    paper = options["size"] == "paper"
+
+    config = ml_collections.ConfigDict()
+    # Graph config in the `GraphSpec.from_config` format ({"nodes": [...]}); default: 4 hidden nodes x 4
+    # states, 32 tokens, X reads all hidden nodes, each hidden node reads its previous value and X[t-1].
+    config.graph = experiment1_graph_config(4, 4, 32, alpha_x=options["alpha_x"], alpha_z=options["alpha_z"])
+    # Seed of the graph's kernels: kernels = sample_kernels(jax.random.key(seed), graph).
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # Global batch size, sequences per step; must be divisible by the number of devices.
+    config.data.batch_size = 256 if paper else 32
+    # Tokens per sequence (T).
+    config.data.length = 2048 if paper else 128
+    # Seed of the training stream; step s trains on sequences sampled from fold_in(key(data_seed), s).
+    config.data.data_seed = 1
+
+    config.model = ml_collections.ConfigDict()
+    # Residual stream width d_model; divisible by heads, with an even head size.
+    config.model.width = 256 if paper else 64
+    # Number of transformer blocks.
+    config.model.depth = 6 if paper else 2
+    # Number of attention heads.
+    config.model.heads = 8 if paper else 4
+    # Gated-MLP hidden size as a multiple of width.
+    config.model.mlp_ratio = 4.0
+    # Computation dtype: float32 or bfloat16 (parameters and optimizer state stay float32).
+    config.model.dtype = "float32"
+    # Multiplier on the init standard deviation of the weight matrices (> 0; 1.0 = fan-in scaling).
+    config.model.init_scale = 1.0
+    # Seed of the model's initial parameters.
+    config.model.init_seed = 0
+
+    config.optimizer = ml_collections.ConfigDict()
+    # Peak learning rate of AdamW.
+    config.optimizer.learning_rate = 1e-3 if paper else 3e-3
+    # Steps of linear warmup from 0 to learning_rate (>= 0).
+    config.optimizer.warmup_steps = 200 if paper else 20
+    # After warmup: "cosine" (decay to 0 at train.num_steps) or "constant".
+    config.optimizer.schedule = "cosine"
+    # Decoupled weight decay of AdamW, on weight matrices only (not norm scales).
+    config.optimizer.weight_decay = 0.01
+    # Gradients are rescaled to this global L2 norm when larger (> 0).
+    config.optimizer.clip_norm = 1.0
+    # Adam's exponential decay rates of the first and second moments, in [0, 1).
+    config.optimizer.beta1 = 0.9
+    config.optimizer.beta2 = 0.99
+
+    config.train = ml_collections.ConfigDict()
+    # Number of optimizer steps; tokens seen = num_steps * batch_size * length.
+    config.train.num_steps = 20_000 if paper else 400
+    # Write a metrics.jsonl line and a progress log line every this many steps.
+    config.train.log_every = 100 if paper else 20
+    # Evaluate on the held-out set every this many steps (and at the last step).
+    config.train.eval_every = 1000 if paper else 100
+    # Save a checkpoint every this many steps (and at the last step, and on SIGTERM).
+    config.train.checkpoint_every = 1000 if paper else 100
+    # Number of checkpoints kept on disk (>= 1).
+    config.train.keep_checkpoints = 2
+
+    config.eval = ml_collections.ConfigDict()
+    # Held-out sequences (fixed for the run), of data.length tokens; the excess-loss standard error
+    # is over these sequences.
+    config.eval.num_sequences = 256 if paper else 64
+    # Seed of the held-out set, independent of the training stream.
+    config.eval.eval_seed = 12345
+
+    config.distributed = ml_collections.ConfigDict()
+    # Call jax.distributed.initialize() before anything else (multi-host jobs: TPU pods, Slurm GPU nodes).
+    config.distributed.initialize = False
+
+    config.metrics = ml_collections.ConfigDict()
+    # Also write TensorBoard event files to workdir/tensorboard (needs `pip install gssm_jax[tensorboard]`).
+    config.metrics.tensorboard = False
+
+    # Run directory; the --workdir flag overrides it (one of the two must be set).
+    config.workdir = ml_collections.config_dict.placeholder(str)
+    return config

@@ -1,0 +1,42 @@
+"""Command-line plumbing shared by the `experiments/*.py` entry points.
+
+`app.run(main, flags_parser=parse_flags)` turns every error a user can make on the command line
+(an unknown flag, a config field typo, a value of the wrong type, a bad `:arg` of the config file)
+into one line on stderr and exit status 1, instead of a traceback from inside absl.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import flags
+
+
+def _one_line(error: BaseException) -> str:
+    message = str(error.args[0]) if len(error.args) == 1 else str(error)
+    return " ".join(message.split())
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl flags parser for `app.run(..., flags_parser=parse_flags)`; exits with one line on a user error.
+
+    Returns:
+      the positional arguments left after the flags (absl's convention).
+    """
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as error:
+        sys.exit(f"error: {_one_line(error)} (pass --helpfull to list the flags)")
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        # config_flags raises these for a field typo (with a "Did you mean" hint), an override of the
+        # wrong type, or an exception from get_config(arg) for a bad `:arg`.
+        sys.exit(f"error: bad --config: {_one_line(error)}")
+
+
+def resolve_workdir(config_workdir: str | None, workdir_flag: str | None) -> str:
+    """The run directory: the --workdir flag if given, else `config.workdir`; one-line error if neither."""
+    workdir = workdir_flag or config_workdir
+    if not workdir:
+        sys.exit("error: no run directory: pass --workdir=DIR (or --config.workdir=DIR)")
+    return workdir

@@ -1,0 +1,95 @@
+"""Evaluation on a fixed held-out set: model loss, exact entropy of the same sequences, excess loss.
+
+The held-out set is `sample_tokens(key(eval_seed), graph, kernels, num_sequences, length)`, fixed
+for a run and independent of the training stream. Its Bayes-optimal per-token losses
+(`inference.token_losses`, nats) are computed once and cached in `workdir/eval_optimal_losses.npz`,
+keyed by everything they depend on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from gssm_jax import inference, parallel
+from gssm_jax.graph import GraphSpec
+from gssm_jax.kernels import Kernels
+from gssm_jax.models import transformer
+from gssm_jax.sampler import sample_tokens
+
+OPTIMAL_CACHE_FILE = "eval_optimal_losses.npz"
+
+
+def heldout_tokens(graph: GraphSpec, kernels: Kernels, num_sequences: int, length: int, eval_seed: int) -> jax.Array:
+    """The held-out sequences: tokens (num_sequences, length), from their own key."""
+    return sample_tokens(jax.random.key(eval_seed), graph, kernels, num_sequences, length)
+
+
+def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, tokens: jax.Array,
+                          identity: dict[str, Any]) -> np.ndarray:
+    """Bayes-optimal -log p(x_t | x_<t) of `tokens`, float32 (num_sequences, length) nats, cached on disk.
+
+    `identity` (JSON-able: graph config, kernel seed, eval seed, sizes) names what the losses depend
+    on; a cache written for a different identity is recomputed.
+    """
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    path = os.path.join(workdir, OPTIMAL_CACHE_FILE)
+    if os.path.exists(path):
+        with np.load(path) as cached:
+            if str(cached["fingerprint"]) == fingerprint:
+                return cached["optimal_losses"]
+    losses = np.asarray(inference.token_losses(graph, kernels, tokens), np.float32)
+    temporary = f"{path}.tmp.npz"
+    np.savez(temporary, optimal_losses=losses, fingerprint=np.asarray(fingerprint))
+    os.replace(temporary, path)
+    return losses
+
+
+def make_model_losses(graphdef: nnx.GraphDef, mesh: Mesh, chunk_size: int) -> Callable[[Any, jax.Array], np.ndarray]:
+    """`model_losses(params, tokens) -> float32 (num_sequences, length)` nats, evaluated `chunk_size` rows at a time.
+
+    Rows of each chunk are split across the mesh's devices (chunk sizes must be divisible by the
+    device count).
+    """
+
+    @jax.jit
+    def chunk_losses(params, tokens):
+        tokens = jax.lax.with_sharding_constraint(tokens, parallel.batch_sharded(mesh))
+        return transformer.token_losses(nnx.merge(graphdef, params), tokens)
+
+    def model_losses(params, tokens):
+        chunks = [chunk_losses(params, tokens[start:start + chunk_size])
+                  for start in range(0, tokens.shape[0], chunk_size)]
+        return np.concatenate([np.asarray(chunk) for chunk in chunks])
+
+    return model_losses
+
+
+def summarize(model_losses: np.ndarray, optimal_losses: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Eval metrics from per-token losses (num_sequences, length) in nats.
+
+    Returns:
+      `{"eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
+      "eval/excess_loss_standard_error"}`, the last being the standard error over sequences of the
+      per-sequence mean excess loss; and the model's mean loss at each position, float32 (length,).
+    """
+    model_losses = np.asarray(model_losses, np.float64)
+    optimal_losses = np.asarray(optimal_losses, np.float64)
+    excess_per_sequence = (model_losses - optimal_losses).mean(axis=1)
+    num_sequences = excess_per_sequence.shape[0]
+    standard_error = excess_per_sequence.std(ddof=1) / np.sqrt(num_sequences) if num_sequences > 1 else float("nan")
+    summary = {
+        "eval/loss_nats_per_token": float(model_losses.mean()),
+        "eval/entropy_nats_per_token": float(optimal_losses.mean()),
+        "eval/excess_loss_nats_per_token": float(excess_per_sequence.mean()),
+        "eval/excess_loss_standard_error": float(standard_error),
+    }
+    return summary, model_losses.mean(axis=0).astype(np.float32)

@@ -1,0 +1,275 @@
+"""Training on the fly: every step trains on fresh sequences sampled on the devices.
+
+The train state is a plain pytree `{"params", "opt_state", "step"}` and `train_step(state, tokens)`
+is a pure function of it, jitted once with replicated parameters, a batch split over the ("data",)
+mesh and the state donated (`gssm_jax.parallel`). The batch of step s is sampled from
+`fold_in(key(config.data.data_seed), s)`, so the data stream has no state of its own: a run resumed
+from a checkpoint at step s (after SIGTERM, SIGKILL or a crash) ends with parameters bitwise
+identical to an uninterrupted run. The run directory follows the contract in `gssm_jax.metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from flax import nnx
+
+from gssm_jax import evaluation, metrics, parallel
+from gssm_jax.checkpoint import Checkpoints
+from gssm_jax.graph import GraphSpec
+from gssm_jax.kernels import sample_kernels
+from gssm_jax.models import transformer
+from gssm_jax.sampler import sample_tokens
+
+SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A config the training loop cannot run; the message names the field and the fix."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was saved, and rerunning the same command resumes."""
+
+
+def make_optimizer(optimizer: ml_collections.ConfigDict, num_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup then cosine decay to 0 at `num_steps` (or constant), after global-norm clipping."""
+    if optimizer.schedule not in SCHEDULES:
+        raise ConfigError(
+            f"config.optimizer.schedule={optimizer.schedule!r}; valid schedules are {', '.join(SCHEDULES)}"
+        )
+    if not 0 <= optimizer.warmup_steps <= num_steps:
+        raise ConfigError(f"config.optimizer.warmup_steps={optimizer.warmup_steps} must be in [0, train.num_steps]")
+    if optimizer.clip_norm <= 0:
+        raise ConfigError(f"config.optimizer.clip_norm={optimizer.clip_norm} must be > 0")
+    peak = optimizer.learning_rate
+    if optimizer.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0, peak, optimizer.warmup_steps, max(num_steps, 1), 0.0)
+    else:
+        schedule = optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, optimizer.warmup_steps), optax.constant_schedule(peak)],
+            [optimizer.warmup_steps],
+        )
+
+    def is_matrix(params):
+        return jax.tree.map(lambda leaf: leaf.ndim >= 2, params)
+
+    adamw = optax.adamw(schedule, b1=optimizer.beta1, b2=optimizer.beta2, weight_decay=optimizer.weight_decay,
+                        mask=is_matrix)
+    return optax.chain(optax.clip_by_global_norm(optimizer.clip_norm), adamw), schedule
+
+
+def model_config(config: ml_collections.ConfigDict, graph: GraphSpec) -> transformer.TransformerConfig:
+    """The transformer's shape from `config.model`, with X's states as the vocabulary."""
+    model = config.model
+    return transformer.TransformerConfig(vocab_size=graph.vocab_size, width=model.width, depth=model.depth,
+                                         heads=model.heads, mlp_ratio=model.mlp_ratio, dtype=model.dtype,
+                                         init_scale=model.init_scale)
+
+
+def init_state(shape: transformer.TransformerConfig, init_seed: int, optimizer: optax.GradientTransformation
+               ) -> tuple[nnx.GraphDef, dict]:
+    """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar)."""
+    graphdef, params = nnx.split(transformer.Transformer(shape, rngs=nnx.Rngs(init_seed)), nnx.Param)
+    params = params.to_pure_dict()
+    return graphdef, {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    mesh: jax.sharding.Mesh) -> Callable[[dict, jax.Array], tuple[dict, dict]]:
+    """`train_step(state, tokens) -> (state, metrics)`, jitted over `mesh`, donating `state`.
+
+    tokens: (batch, length), rows split over the "data" axis. metrics: float32 scalars
+    `train/loss_nats_per_token` (mean next-token cross-entropy of this batch before the update),
+    `train/grad_norm` (global L2 norm before clipping), `train/learning_rate` (used by this update).
+    """
+
+    def loss_fn(params, tokens):
+        return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
+
+    def train_step(state, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], tokens)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+                     "step": state["step"] + 1}
+        step_metrics = {"train/loss_nats_per_token": loss, "train/grad_norm": optax.tree.norm(grads),
+                        "train/learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32)}
+        return new_state, step_metrics
+
+    replicated = parallel.replicated(mesh)
+    return jax.jit(train_step, in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """The training stream: `batch(step)` -> tokens (batch_size, length) sampled on the mesh's devices."""
+
+    graph: GraphSpec
+    kernels: Any
+    batch_size: int
+    length: int
+    data_key: jax.Array
+    mesh: jax.sharding.Mesh
+
+    def batch(self, step: int) -> jax.Array:
+        return sample_tokens(jax.random.fold_in(self.data_key, step), self.graph, self.kernels, self.batch_size,
+                             self.length, sharding=parallel.batch_sharded(self.mesh))
+
+
+class _SigtermFlag:
+    """Records SIGTERM instead of dying, so the loop can checkpoint first (main thread only)."""
+
+    def __init__(self):
+        self.received = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    try:
+        graph = GraphSpec.from_config(config.graph)
+        shape = model_config(config, graph)
+        parallel.check_batch_divisible(config.data.batch_size, mesh)
+        parallel.check_batch_divisible(config.eval.num_sequences, mesh, field="config.eval.num_sequences")
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+        if config.train[field] < 1:
+            raise ConfigError(f"config.train.{field}={config.train[field]} must be >= 1")
+    if config.data.length < 1:
+        raise ConfigError(f"config.data.length={config.data.length} must be >= 1")
+    return graph, shape
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (resuming from `workdir/checkpoints` if present), evaluates, and returns the result.json dict.
+
+    Raises:
+      ConfigError: a config field the loop cannot run with (one line naming it).
+      FloatingPointError: the training loss or gradient norm became NaN/inf (names the step range).
+      Preempted: SIGTERM arrived; a checkpoint was saved first.
+    """
+    result_path = os.path.join(workdir, metrics.RESULT_FILE)
+    if os.path.exists(result_path):
+        logging.info("%s exists: the run has finished; delete it (or the workdir) to train again", result_path)
+        return metrics.read_result(workdir)
+    mesh = parallel.data_parallel_mesh()
+    graph, shape = _validate(config, mesh)
+    num_steps, train_config = config.train.num_steps, config.train
+    optimizer, schedule = make_optimizer(config.optimizer, num_steps)
+    kernels = sample_kernels(jax.random.key(config.seed), graph)
+    data = TrainingData(graph, kernels, config.data.batch_size, config.data.length,
+                        jax.random.key(config.data.data_seed), mesh)
+    graphdef, state = init_state(shape, config.model.init_seed, optimizer)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    num_parameters = transformer.count_parameters(state["params"])
+    train_step = make_train_step(graphdef, optimizer, schedule, mesh)
+    tokens_per_step = config.data.batch_size * config.data.length
+
+    os.makedirs(workdir, exist_ok=True)
+    metrics.write_json_atomic(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    start_step = checkpoints.latest_step() or 0
+    if start_step:
+        state = checkpoints.restore(start_step, state)
+        logging.info("Resumed from the checkpoint at step %d", start_step)
+    writer = metrics.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
+    elapsed_offset = writer.last_record["elapsed_s"] if writer.last_record else 0.0
+
+    eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
+                                            config.eval.eval_seed)
+    identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
+                "num_sequences": config.eval.num_sequences, "length": config.data.length}
+    optimal_losses = evaluation.cached_optimal_losses(workdir, graph, kernels, eval_tokens, identity)
+    model_losses = evaluation.make_model_losses(graphdef, mesh, min(config.data.batch_size, config.eval.num_sequences))
+    eval_steps, eval_curves = metrics.load_per_position(workdir, start_step, config.data.length)
+    last_eval = {key: value for key, value in (writer.last_record or {}).items() if key.startswith("eval/")} or None
+
+    started = time.perf_counter()
+    timer = {"step": start_step, "time": started}
+    last_finite_step = start_step
+
+    def evaluate(step: int) -> dict:
+        summary, per_position = evaluation.summarize(model_losses(state["params"], eval_tokens), optimal_losses)
+        while eval_steps and eval_steps[-1] >= step:  # a re-evaluation after a resume replaces, never duplicates
+            eval_steps.pop()
+            eval_curves.pop()
+        eval_steps.append(step)
+        eval_curves.append(per_position)
+        metrics.save_per_position(workdir, eval_steps, eval_curves, optimal_losses.mean(axis=0))
+        return summary
+
+    def flush(step: int, step_metrics: dict, eval_summary: dict | None) -> None:
+        nonlocal last_finite_step, last_eval
+        values = {key: float(value) for key, value in jax.device_get(step_metrics).items()}
+        metrics.check_finite(step, values, last_finite_step)
+        last_finite_step = step
+        if eval_summary is not None:
+            last_eval = eval_summary
+        if step % train_config.log_every and eval_summary is None and step != num_steps:
+            return
+        now = time.perf_counter()
+        tokens_per_second = (step - timer["step"]) * tokens_per_step / max(now - timer["time"], 1e-9)
+        timer.update(step=step, time=now)
+        record = {"step": step, "elapsed_s": elapsed_offset + now - started, "tokens_seen": step * tokens_per_step,
+                  **values, "train/tokens_per_second": tokens_per_second, **(eval_summary or {})}
+        writer.write(record)
+        excess = last_eval["eval/excess_loss_nats_per_token"] if last_eval else None
+        logging.info("%s", metrics.progress_line(step, num_steps, values["train/loss_nats_per_token"], excess,
+                                                 tokens_per_second, (num_steps - step) * tokens_per_step
+                                                 / max(tokens_per_second, 1e-9)))
+
+    try:
+        with _SigtermFlag() as sigterm:
+            pending = None
+            for step in range(start_step, num_steps):
+                state, step_metrics = train_step(state, data.batch(step))
+                done = step + 1
+                if pending is not None:  # step `done` is dispatched: fetching the previous metrics costs no device time
+                    flush(*pending)
+                pending = (done, step_metrics, None)
+                if done % train_config.eval_every == 0 or done == num_steps:
+                    pending = (done, step_metrics, evaluate(done))
+                if done % train_config.checkpoint_every == 0 or done == num_steps or sigterm.received:
+                    flush(*pending)
+                    pending = None
+                    checkpoints.save(done, state, config.to_dict())
+                if sigterm.received:
+                    raise Preempted(f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to resume")
+            if pending is not None:
+                flush(*pending)
+        if not eval_steps or eval_steps[-1] != num_steps or last_eval is None:
+            last_eval = evaluate(num_steps)
+    finally:
+        checkpoints.close()
+        writer.close()
+
+    result = {"final_step": num_steps, **last_eval, "num_parameters": num_parameters,
+              "tokens_seen": num_steps * tokens_per_step,
+              "wall_time_s": elapsed_offset + time.perf_counter() - started}
+    metrics.write_json_atomic(result_path, result)
+    return result
