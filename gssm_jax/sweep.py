@@ -25,6 +25,7 @@ from typing import Any
 
 import ml_collections
 
+from gssm_jax import metrics
 from gssm_jax.graph import GraphSpec
 from gssm_jax.graph_families import get_family
 
@@ -62,7 +63,7 @@ def plan(config: ml_collections.ConfigDict) -> list[Cell]:
 
 def is_finished(run_dir: str) -> bool:
     """A run is finished when its `result.json` exists (training writes it atomically at the end)."""
-    return os.path.exists(os.path.join(run_dir, "result.json"))
+    return os.path.exists(os.path.join(run_dir, metrics.RESULT_FILE))
 
 
 # ---- calibration ---------------------------------------------------------------------------------
@@ -80,14 +81,11 @@ def calibration_settings(config: ml_collections.ConfigDict, graph: str) -> dict:
 
 
 def calibrate_graph(config: ml_collections.ConfigDict, graph: str, workdir: str, log: Log = print) -> dict:
-    """Both sides' alphas of `graph` at equal difficulty, from the cache or computed and cached.
+    """Both sides' alphas of `graph` at equal difficulty, from the cache or computed (`compute_calibration`) and cached.
 
     Returns:
-      `{"settings", "target", "target_stderr", "unit", "alphas": {side: {"alpha_X", "alpha_Z"}},
-      "difficulty": {side: {"mean", "stderr"}}, "pair": CalibratedPair.to_json()}`; difficulty in `unit`.
+      the calibration record (see `compute_calibration`).
     """
-    from gssm_jax import calibration, difficulty  # noqa: PLC0415 (JAX work only when not cached)
-
     settings = calibration_settings(config, graph)
     path = calibration_path(workdir, graph, settings["measure"])
     if os.path.exists(path):
@@ -97,6 +95,22 @@ def calibrate_graph(config: ml_collections.ConfigDict, graph: str, workdir: str,
             return cached
         log(f"calibration {graph}: cached settings differ from the config, recalibrating")
     start = time.time()
+    record = compute_calibration(settings, log)
+    _write_json(path, record)
+    log(f"calibration {graph}: done in {time.time() - start:.0f} s -> {path}")
+    return record
+
+
+def compute_calibration(settings: dict, log: Log = print) -> dict:
+    """Runs `gssm_jax.calibration.calibrate_pair` on the family `settings["graph"]` (see `calibration_settings`).
+
+    Returns:
+      `{"settings", "target", "target_stderr", "unit", "alphas": {side: {"alpha_X", "alpha_Z"}},
+      "difficulty": {side: {"mean", "stderr"}}, "pair": CalibratedPair.to_json()}`; difficulty in `unit`.
+    """
+    from gssm_jax import calibration, difficulty  # noqa: PLC0415 (JAX work only when not cached)
+
+    graph = settings["graph"]
     log(f"calibration {graph} ({settings['measure']}, seeds {settings['seeds']}, "
         f"{settings['batch_size']}x{settings['length']} tokens per seed)")
     measurer = difficulty.Measurer(get_family(graph), seeds=settings["seeds"], batch_size=settings["batch_size"],
@@ -112,17 +126,12 @@ def calibrate_graph(config: ml_collections.ConfigDict, graph: str, workdir: str,
         record["difficulty"][side] = {"mean": result.mean, "stderr": result.stderr}
         log(f"calibration {graph}: {side}: {free_name}={result.alpha:.4g} -> {result.mean:.4f} +- "
             f"{result.stderr:.4f} (target {pair.target:.4f}, converged={result.converged})")
-    _write_json(path, record)
-    log(f"calibration {graph}: done in {time.time() - start:.0f} s -> {path}")
     return record
 
 
 def _write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(payload, file, indent=1, allow_nan=True)
-    os.replace(temporary, path)
+    metrics.write_json_atomic(path, payload)
 
 
 # ---- runs ----------------------------------------------------------------------------------------
@@ -152,7 +161,7 @@ def _signature(config: dict) -> dict:
 
 def check_run_dir(run: ml_collections.ConfigDict) -> None:
     """Raises SweepError when `run.workdir` already holds a run trained with different settings."""
-    path = os.path.join(run.workdir, "config.json")
+    path = os.path.join(run.workdir, metrics.CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as file:

@@ -1,0 +1,80 @@
+"""configs/experiment1.py argument parsing and the experiments.experiment1 command line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import experiment1
+from gssm_jax.graph import GraphSpec
+from gssm_jax.graph_families import FAMILIES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_default_is_the_whole_cpu_experiment():
+    config = experiment1.get_config()
+    sweep = config.experiment1
+    assert sweep.graphs == ("four_by_four", "eight_by_four", "chain")
+    assert sweep.sides == ("small_alpha_x", "small_alpha_z")
+    assert len(sweep.seeds) == 3 and len(sweep.models) == 1
+    assert config.calibration.measure == "entropy" and config.calibration.seeds == sweep.seeds
+    # The training fields are the first run: four_by_four, small alpha_X at the family's reference alpha_Z.
+    graph = GraphSpec.from_config(config.graph)
+    assert graph.node("X").alpha == 1e-3 and graph.node("Z1").alpha == FAMILIES["four_by_four"].reference[1]
+    assert config.data.length == sweep.lengths["four_by_four"] <= 128
+
+
+def test_paper_size_uses_the_seed_scales():
+    config = experiment1.get_config("size=paper,match=gzip")
+    sweep = config.experiment1
+    assert sweep.lengths["four_by_four"] == 2048 and sweep.lengths["eight_by_four"] == 4096
+    assert len(sweep.seeds) >= 5 and config.train.num_steps >= 1000
+    assert max(model["width"] for model in sweep.models.values()) == 128
+    assert config.calibration.measure == "gzip" and config.calibration.tolerance == experiment1.TOLERANCE["gzip"]
+
+
+def test_graph_and_side_restrict_the_sweep_and_set_the_single_run():
+    config = experiment1.get_config("graph=chain,side=small_alpha_z,free_alpha=0.05")
+    assert config.experiment1.graphs == ("chain",) and config.experiment1.sides == ("small_alpha_z",)
+    graph = GraphSpec.from_config(config.graph)
+    assert graph.node("X").alpha == 0.05 and graph.node("Z3").alpha == 1e-3 and "Z3" in graph.node("X").parents
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("graph=grid", "graph='grid': valid values are four_by_four, eight_by_four, chain"),
+    ("side=left", "side='left': valid values are small_alpha_x, small_alpha_z"),
+    ("match=bz2", "match='bz2': valid values are entropy, gzip"),
+    ("size=huge", "size='huge': valid values are cpu, paper"),
+    ("free_alpha=0", "free_alpha=0.0: must be a Dirichlet concentration > 0"),
+    ("free_alpha=x", "free_alpha='x': expected a float"),
+    ("seeds=4", "expected key=value with key in graph, side, match, size, free_alpha"),
+])
+def test_bad_arguments_name_the_valid_values(arg, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        experiment1.get_config(arg)
+
+
+def run_cli(*flags):
+    return subprocess.run([sys.executable, "-m", "experiments.experiment1", *flags], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_bad_config_argument_is_one_line():
+    completed = run_cli("--config=configs/experiment1.py:graph=grid", "--workdir=/tmp/unused")
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "config argument graph='grid': valid values are four_by_four, eight_by_four, chain" in lines[0]
+
+
+def test_cli_report_only_rewrites_the_report(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_report import make_fake_workdir
+
+    workdir = make_fake_workdir(str(tmp_path))
+    completed = run_cli("--config=configs/experiment1.py", f"--workdir={workdir}", "--report_only")
+    assert completed.returncode == 0, completed.stderr
+    assert "| four_by_four | tiny | 0.1100 [0.0852, 0.1348]" in completed.stdout
+    assert os.path.exists(os.path.join(workdir, "report.md"))
