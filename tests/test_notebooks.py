@@ -1,0 +1,56 @@
+"""The notebooks: committed without outputs, and they run end to end with small parameters (nbclient)."""
+
+import os
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ("quickstart.ipynb", "experiment1.ipynb")
+
+
+def read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(os.path.join(REPO, "notebooks", name), as_version=4)
+
+
+def execute(name: str, overrides: str) -> nbformat.NotebookNode:
+    """Runs the notebook from notebooks/ (as Jupyter does) with `overrides` appended to its `parameters` cell."""
+    notebook = read(name)
+    cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+    cell.source += "\n# test overrides\n" + overrides
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
+    return notebook
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_stripped_and_parameterised(name):
+    notebook = read(name)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), "strip the outputs"
+    assert 'if "google.colab" in sys.modules:' in code[0].source and "%pip install" in code[0].source
+    assert sum("parameters" in cell.metadata.get("tags", []) for cell in code) == 1
+
+
+def test_experiment1_notebook_reproduces_the_report_on_a_fake_workdir(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_report import make_fake_workdir
+
+    workdir = make_fake_workdir(str(tmp_path))
+    notebook = execute("experiment1.ipynb", f"workdir = {workdir!r}")
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    text = "".join(str(output.get("data", {}).get("text/markdown", "")) + str(output.get("text", ""))
+                   for output in outputs)
+    assert "| four_by_four | tiny | 0.1100 [0.0852, 0.1348]" in text
+    assert "12 finished runs" in text
+    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 5  # 3 report plots + 2 explorations
+
+
+@pytest.mark.slow
+def test_quickstart_runs_with_small_sizes():
+    notebook = execute("quickstart.ipynb", "batch_size = 16\nlength = 32\nnum_train_steps = 10\ntrain_length = 32")
+    outputs = "".join(str(output.get("text", "")) for cell in notebook.cells if cell.cell_type == "code"
+                      for output in cell.outputs)
+    assert "entropy rate" in outputs and "excess loss" in outputs
