@@ -8,7 +8,8 @@ Commands (from the repository root):
       --config.train.num_steps=2000 --config.model.width=128 --workdir=runs/small_alpha_z
 
 The optional argument after `:` is a comma-separated list of `key=value`:
-  size     cpu (default; about 2 minutes on 2 CPU cores) or paper (the seed's T=2048, bigger model);
+  size     cpu (default; about 2 minutes on 2 CPU cores), paper (the seed's T=2048, bigger model) or
+           tiny (2 hidden nodes x 2 states, 8 tokens, seconds: for tests and smoke runs);
   alpha_x  Dirichlet concentration of X's emission rows (float > 0; default 1e-3);
   alpha_z  Dirichlet concentration of every hidden node's rows (float > 0; default 0.125).
 Rerunning the same command resumes from the latest checkpoint in the workdir.
@@ -20,7 +21,7 @@ import ml_collections
 
 from gssm_jax.graph import experiment1_graph_config
 
-SIZES = ("cpu", "paper")
+SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}
 
 
@@ -50,30 +51,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for name in ("alpha_x", "alpha_z"):
         if not options[name] > 0:
             raise ValueError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")
-    paper = options["size"] == "paper"
+    paper, tiny = options["size"] == "paper", options["size"] == "tiny"
 
     config = ml_collections.ConfigDict()
     # Graph config in the `GraphSpec.from_config` format ({"nodes": [...]}); default: 4 hidden nodes x 4
     # states, 32 tokens, X reads all hidden nodes, each hidden node reads its previous value and X[t-1].
-    config.graph = experiment1_graph_config(4, 4, 32, alpha_x=options["alpha_x"], alpha_z=options["alpha_z"])
+    num_hidden, hidden_states, vocab_size = (2, 2, 8) if tiny else (4, 4, 32)
+    config.graph = experiment1_graph_config(num_hidden, hidden_states, vocab_size, alpha_x=options["alpha_x"],
+                                            alpha_z=options["alpha_z"])
     # Seed of the graph's kernels: kernels = sample_kernels(jax.random.key(seed), graph).
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
     # Global batch size, sequences per step; must be divisible by the number of devices.
-    config.data.batch_size = 256 if paper else 32
+    config.data.batch_size = 256 if paper else 16 if tiny else 32
     # Tokens per sequence (T).
-    config.data.length = 2048 if paper else 128
+    config.data.length = 2048 if paper else 32 if tiny else 128
     # Seed of the training stream; step s trains on sequences sampled from fold_in(key(data_seed), s).
     config.data.data_seed = 1
 
     config.model = ml_collections.ConfigDict()
     # Residual stream width d_model; divisible by heads, with an even head size.
-    config.model.width = 256 if paper else 64
+    config.model.width = 256 if paper else 32 if tiny else 64
     # Number of transformer blocks.
-    config.model.depth = 6 if paper else 2
+    config.model.depth = 6 if paper else 1 if tiny else 2
     # Number of attention heads.
-    config.model.heads = 8 if paper else 4
+    config.model.heads = 8 if paper else 2 if tiny else 4
     # Gated-MLP hidden size as a multiple of width.
     config.model.mlp_ratio = 4.0
     # Computation dtype: float32 or bfloat16 (parameters and optimizer state stay float32).
@@ -87,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Peak learning rate of AdamW.
     config.optimizer.learning_rate = 1e-3 if paper else 3e-3
     # Steps of linear warmup from 0 to learning_rate (>= 0).
-    config.optimizer.warmup_steps = 200 if paper else 20
+    config.optimizer.warmup_steps = 200 if paper else 5 if tiny else 20
     # After warmup: "cosine" (decay to 0 at train.num_steps) or "constant".
     config.optimizer.schedule = "cosine"
     # Decoupled weight decay of AdamW, on weight matrices only (not norm scales).
@@ -100,20 +103,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     # Number of optimizer steps; tokens seen = num_steps * batch_size * length.
-    config.train.num_steps = 20_000 if paper else 400
+    config.train.num_steps = 20_000 if paper else 40 if tiny else 400
     # Write a metrics.jsonl line and a progress log line every this many steps.
-    config.train.log_every = 100 if paper else 20
+    config.train.log_every = 100 if paper else 10 if tiny else 20
     # Evaluate on the held-out set every this many steps (and at the last step).
-    config.train.eval_every = 1000 if paper else 100
+    config.train.eval_every = 1000 if paper else 20 if tiny else 100
     # Save a checkpoint every this many steps (and at the last step, and on SIGTERM).
-    config.train.checkpoint_every = 1000 if paper else 100
+    config.train.checkpoint_every = 1000 if paper else 10 if tiny else 100
     # Number of checkpoints kept on disk (>= 1).
     config.train.keep_checkpoints = 2
 
     config.eval = ml_collections.ConfigDict()
     # Held-out sequences (fixed for the run), of data.length tokens; the excess-loss standard error
     # is over these sequences.
-    config.eval.num_sequences = 256 if paper else 64
+    config.eval.num_sequences = 256 if paper else 16 if tiny else 64
     # Seed of the held-out set, independent of the training stream.
     config.eval.eval_seed = 12345
 

@@ -21,6 +21,7 @@ def main(argv):
     config = _CONFIG.value
     workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
     parallel.initialize_distributed(config.distributed.initialize)  # before any other JAX call
+    cli.quiet_library_logs()
     logging.info("The config:\n%s", config)
     try:
         result = train.train_and_evaluate(config, workdir)

@@ -44,9 +44,15 @@ class Checkpoints:
             force=True,
         )
 
-    def restore(self, step: int, like: Any) -> Any:
-        """Restores the state saved at `step` with the structure, shapes, dtypes and shardings of `like`."""
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    def restore(self, step: int, like: Any = None) -> Any:
+        """Restores the state saved at `step`.
+
+        With `like` (a pytree of arrays), the result has its structure, shapes, dtypes and shardings;
+        without, the arrays come back as saved, on the default device (for inspection).
+        """
+        abstract = None
+        if like is not None:
+            abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return restored.state
 

@@ -7,10 +7,12 @@ into one line on stderr and exit status 1, instead of a traceback from inside ab
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
 from absl import flags
+from absl import logging as absl_logging
 
 
 def _one_line(error: BaseException) -> str:
@@ -40,3 +42,15 @@ def resolve_workdir(config_workdir: str | None, workdir_flag: str | None) -> str
     if not workdir:
         sys.exit("error: no run directory: pass --workdir=DIR (or --config.workdir=DIR)")
     return workdir
+
+
+class _DropLibraryInfo(logging.Filter):
+    """Drops INFO/DEBUG records logged from inside orbax (dozens of lines per checkpoint)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    """Keeps the progress log readable: orbax's INFO chatter is filtered out of absl's handler."""
+    absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

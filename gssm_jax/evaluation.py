@@ -37,8 +37,9 @@ def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, toke
                           identity: dict[str, Any]) -> np.ndarray:
     """Bayes-optimal -log p(x_t | x_<t) of `tokens`, float32 (num_sequences, length) nats, cached on disk.
 
-    `identity` (JSON-able: graph config, kernel seed, eval seed, sizes) names what the losses depend
-    on; a cache written for a different identity is recomputed.
+    `identity` (JSON-able: graph config, kernel seed, "eval_seed", sizes) names what the losses depend
+    on; a cache written for a different identity is recomputed. Graphs with `context` nodes get the
+    Monte Carlo estimate of `inference.context_log_likelihood` (key derived from the eval seed).
     """
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = os.path.join(workdir, OPTIMAL_CACHE_FILE)
@@ -46,7 +47,13 @@ def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, toke
         with np.load(path) as cached:
             if str(cached["fingerprint"]) == fingerprint:
                 return cached["optimal_losses"]
-    losses = np.asarray(inference.token_losses(graph, kernels, tokens), np.float32)
+    if any(node.mode == "context" for node in graph.nodes):
+        # Kernels redrawn per sequence are unknown to the predictor: Monte Carlo estimate (biased high).
+        draws_key = jax.random.fold_in(jax.random.key(identity["eval_seed"]), 1)
+        losses = inference.context_log_likelihood(graph, kernels, tokens, draws_key).token_losses
+    else:
+        losses = inference.token_losses(graph, kernels, tokens)
+    losses = np.asarray(losses, np.float32)
     temporary = f"{path}.tmp.npz"
     np.savez(temporary, optimal_losses=losses, fingerprint=np.asarray(fingerprint))
     os.replace(temporary, path)

@@ -83,8 +83,13 @@ def init_state(shape: transformer.TransformerConfig, init_seed: int, optimizer: 
                ) -> tuple[nnx.GraphDef, dict]:
     """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar)."""
     graphdef, params = nnx.split(transformer.Transformer(shape, rngs=nnx.Rngs(init_seed)), nnx.Param)
-    params = params.to_pure_dict()
+    params = nnx.to_pure_dict(params)
     return graphdef, {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def loss_fn(graphdef: nnx.GraphDef, params: dict, tokens: jax.Array) -> jax.Array:
+    """Mean next-token cross-entropy of the model on tokens (batch, length), nats per token (scalar)."""
+    return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
@@ -96,11 +101,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     `train/grad_norm` (global L2 norm before clipping), `train/learning_rate` (used by this update).
     """
 
-    def loss_fn(params, tokens):
-        return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
-
     def train_step(state, tokens):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], tokens)
+        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, state["params"], tokens)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         new_state = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
                      "step": state["step"] + 1}
