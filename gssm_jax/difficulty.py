@@ -1,10 +1,59 @@
-"""Difficulty measures of token batches (DESIGN.md §3)."""
+"""Difficulty measures of token batches and of graph settings (DESIGN.md §3).
+
+Measures of one batch `tokens (batch, length)`:
+
+* `gzip_bytes_per_token`: the seed's "difficulty", zlib-9 bytes per token of the int64 stream
+  (kept bit-compatible with the seed's table; not an entropy, not a ratio);
+* `compressed_bits_per_token(tokens, compressor, vocab_size)`: zlib-9, bz2-9 or lzma (preset 9)
+  on the *packed* stream (one uint8 per token when the vocabulary fits, else uint16/uint32), in
+  bits per token; divided by log2(V) it is the fraction of an incompressible stream;
+* the exact entropy rate, from `gssm_jax.inference.entropy_rate` (nats per token), reported here in
+  bits per token.
+
+`difficulty` measures a graph *setting* (alpha_X, alpha_Z): for every graph seed s it draws kernels
+with `sample_kernels(jax.random.key(s), graph)`, samples one batch with `data_key(s)`, measures it,
+and returns the mean over seeds with its standard error. The same seeds give the same keys at every
+setting (common random numbers), which is what `gssm_jax.calibration` relies on.
+"""
 
 from __future__ import annotations
 
+import bz2
+import concurrent.futures
+import dataclasses
+import lzma
+import math
+import os
 import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import jax
 import numpy as np
+
+from gssm_jax import inference, sampler
+from gssm_jax.graph import GraphSpec
+from gssm_jax.kernels import sample_kernels
+
+NATS_PER_BIT = math.log(2.0)
+# Tag folded into the seed's key to get the data key; kernels use fold_in(key(s), node_index) with
+# node_index < number of nodes, so a large tag never collides with a kernel key.
+DATA_KEY_TAG = 0x5EED_DA7A
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "zlib": lambda data: zlib.compress(data, 9),
+    "bz2": lambda data: bz2.compress(data, 9),
+    "lzma": lambda data: lzma.compress(data, preset=9),
+}
+# Every measure `difficulty` knows, with its unit. All increase with alpha_X and with alpha_Z.
+MEASURES: dict[str, str] = {
+    "entropy": "bits/token (exact entropy rate, forward algorithm)",
+    "gzip": "bytes/token (seed's zlib-9 on int64 tokens)",
+    "zlib": "bits/token (zlib-9 on packed tokens)",
+    "bz2": "bits/token (bz2-9 on packed tokens)",
+    "lzma": "bits/token (lzma preset 9 on packed tokens)",
+}
+ALPHA_NAMES = ("alpha_X", "alpha_Z")
 
 
 def gzip_bytes_per_token(tokens) -> float:
@@ -22,3 +71,256 @@ def gzip_bytes_per_token(tokens) -> float:
     """
     tokens = np.asarray(tokens)
     return len(zlib.compress(tokens.astype("<i8").tobytes(), 9)) / tokens.size
+
+
+def packed_bytes(tokens, vocab_size: int) -> bytes:
+    """The token stream, row-major, in the smallest unsigned little-endian type holding `vocab_size - 1`.
+
+    Args:
+      tokens: integer array `(batch, length)` with values in `[0, vocab_size)`.
+      vocab_size: number of token values V.
+    """
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size}); got [{tokens.min()}, {tokens.max()}]")
+    dtype = "<u1" if vocab_size <= 2**8 else "<u2" if vocab_size <= 2**16 else "<u4"
+    return tokens.astype(dtype).tobytes()
+
+
+def compressed_bits_per_token(tokens, compressor: str, vocab_size: int) -> float:
+    """Bits per token that `compressor` needs for the packed token stream (`packed_bytes`).
+
+    Args:
+      tokens: integer array `(batch, length)`.
+      compressor: one of `COMPRESSORS` ("zlib" level 9, "bz2" level 9, "lzma" preset 9).
+      vocab_size: number of token values V (sets the packing width).
+
+    Returns:
+      8 * compressed bytes / number of tokens, in bits per token (includes the format's header).
+    """
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"compressor {compressor!r} is unknown; valid compressors are {', '.join(COMPRESSORS)}")
+    tokens = np.asarray(tokens)
+    return 8.0 * len(COMPRESSORS[compressor](packed_bytes(tokens, vocab_size))) / tokens.size
+
+
+def compression_measures(tokens, vocab_size: int) -> dict[str, float]:
+    """Every compression measure of one batch.
+
+    Returns:
+      `{"gzip": bytes/token (seed), "zlib"|"bz2"|"lzma": bits/token, "<name>_fraction": bits/token /
+      log2(V)}`.
+    """
+    measures = {"gzip": gzip_bytes_per_token(tokens)}
+    for name in COMPRESSORS:
+        bits = compressed_bits_per_token(tokens, name, vocab_size)
+        measures[name] = bits
+        measures[f"{name}_fraction"] = bits / math.log2(vocab_size)
+    return measures
+
+
+def parallel_map(function: Callable[[Any], Any], items: Sequence[Any], max_workers: int | None = None) -> list:
+    """`[function(item) for item in items]` on a thread pool (zlib, bz2 and lzma release the GIL).
+
+    Args:
+      max_workers: threads; default `os.cpu_count()`.
+    """
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers or os.cpu_count()) as pool:
+        return list(pool.map(function, items))
+
+
+# ---- graph settings ------------------------------------------------------------------------------
+def with_alphas(graph_config: Mapping[str, Any], alphas: Mapping[str, float]) -> dict:
+    """A copy of a graph config with `alpha_X` set on the observed node and `alpha_Z` on every hidden node.
+
+    Args:
+      graph_config: `{"nodes": [...]}` accepted by `GraphSpec.from_config`.
+      alphas: any of `{"alpha_X": float, "alpha_Z": float}`; missing ones keep the config's values.
+    """
+    unknown = set(alphas) - set(ALPHA_NAMES)
+    if unknown:
+        raise ValueError(f"unknown alpha names {sorted(unknown)}; valid names are {', '.join(ALPHA_NAMES)}")
+    graph = GraphSpec.from_config(graph_config)
+    nodes = []
+    for node in graph.nodes:
+        fields = dataclasses.asdict(node)
+        key = "alpha_X" if node.observed else "alpha_Z"
+        if key in alphas:
+            fields["alpha"] = float(alphas[key])
+        nodes.append(fields)
+    return {"nodes": nodes}
+
+
+def graph_at(graph_or_family: Any, alphas: Mapping[str, float]) -> GraphSpec:
+    """The graph of a setting: a `GraphFamily` (its `config(alpha_x, alpha_z)`) or a graph config dict."""
+    if hasattr(graph_or_family, "config"):
+        missing = set(ALPHA_NAMES) - set(alphas)
+        if missing:
+            raise ValueError(f"a graph family needs both alphas; missing {sorted(missing)}")
+        return GraphSpec.from_config(graph_or_family.config(alphas["alpha_X"], alphas["alpha_Z"]))
+    return GraphSpec.from_config(with_alphas(graph_or_family, alphas))
+
+
+def data_key(seed: int) -> jax.Array:
+    """Key of the data batch of graph seed `seed` (kernels use `jax.random.key(seed)` itself)."""
+    return jax.random.fold_in(jax.random.key(seed), DATA_KEY_TAG)
+
+
+def compiled_structure(graph: GraphSpec) -> GraphSpec:
+    """The graph with every non-context alpha set to 1, for the jitted sampler and forward algorithm.
+
+    Those functions read alpha only to redraw `context` kernels; every other alpha only shapes the
+    kernels, which are arguments. Erasing it lets one compilation serve every trial of a search
+    (the graph is a static argument, so each new alpha would otherwise recompile).
+    """
+    nodes = tuple(node if node.mode == "context" else dataclasses.replace(node, alpha=1.0) for node in graph.nodes)
+    return dataclasses.replace(graph, nodes=nodes)
+
+
+def sample_seed_batch(graph: GraphSpec, seed: int, batch_size: int, length: int) -> tuple[dict, np.ndarray]:
+    """Kernels and one token batch of graph seed `seed`.
+
+    Returns:
+      (kernels pytree drawn with `jax.random.key(seed)`, tokens `(batch_size, length)` as numpy).
+    """
+    kernels = sample_kernels(jax.random.key(seed), graph)
+    tokens = sampler.sample_tokens(data_key(seed), compiled_structure(graph), kernels, batch_size, length)
+    return kernels, np.asarray(tokens)
+
+
+def entropy_bits_per_token(graph: GraphSpec, kernels: dict, tokens) -> float:
+    """Exact entropy rate estimate on `tokens` (mean over the batch), converted from nats to bits per token."""
+    nats, _ = inference.entropy_rate(compiled_structure(graph), kernels, tokens)
+    return float(nats) / NATS_PER_BIT
+
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+    """A measure of one setting, over graph seeds.
+
+    Attributes:
+      mean: mean over seeds, in the measure's unit (`MEASURES`).
+      stderr: standard error of the mean over seeds (sample std / sqrt(seeds)); nan for one seed.
+      per_seed: the value of every seed, in `seeds` order.
+    """
+
+    mean: float
+    stderr: float
+    per_seed: tuple[float, ...]
+
+
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (ddof=1); the error is nan for fewer than 2 values."""
+    values = np.asarray(values, np.float64)
+    stderr = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+    return float(values.mean()), stderr
+
+
+def check_measure(measure: str) -> None:
+    """Raises a ValueError listing the valid measures if `measure` is not one of them."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure {measure!r} is unknown; valid measures are {', '.join(MEASURES)}")
+
+
+class Measurer:
+    """Measures settings of one graph (family) at fixed seeds and batch shape, remembering what it did.
+
+    Batches of the most recent `max_cached_settings` settings are kept, so several measures of the
+    same setting (calibration on entropy then gzip, the compression table) sample it once. Sampling
+    and the forward algorithm run on the JAX device one seed after another; compressions of all
+    seeds run in parallel threads.
+
+    Args:
+      graph_or_family: a `gssm_jax.graph_families.GraphFamily` or a graph config dict.
+      seeds: graph seeds; seed s draws kernels from `jax.random.key(s)` and data from `data_key(s)`.
+      batch_size: sequences per seed.
+      length: tokens per sequence.
+    """
+
+    def __init__(self, graph_or_family: Any, *, seeds: Sequence[int], batch_size: int, length: int,
+                 max_cached_settings: int = 16):
+        if not seeds:
+            raise ValueError("seeds is empty; give at least one graph seed, e.g. seeds=(0, 1, 2, 3)")
+        self.graph_or_family = graph_or_family
+        self.seeds = tuple(int(seed) for seed in seeds)
+        self.batch_size = batch_size
+        self.length = length
+        self.max_cached_settings = max_cached_settings
+        self._batches: dict[tuple, tuple[GraphSpec, list]] = {}
+        self._values: dict[tuple, Difficulty] = {}
+
+    def _setting(self, alphas: Mapping[str, float]) -> tuple:
+        return tuple(sorted((name, float(value)) for name, value in alphas.items()))
+
+    def batches(self, alphas: Mapping[str, float]) -> tuple[GraphSpec, list[tuple[dict, np.ndarray]]]:
+        """The graph of a setting and `[(kernels, tokens (batch_size, length))]`, one per seed."""
+        setting = self._setting(alphas)
+        if setting not in self._batches:
+            graph = graph_at(self.graph_or_family, alphas)
+            batches = [sample_seed_batch(graph, seed, self.batch_size, self.length) for seed in self.seeds]
+            if len(self._batches) >= self.max_cached_settings:
+                self._batches.pop(next(iter(self._batches)))
+            self._batches[setting] = (graph, batches)
+        return self._batches[setting]
+
+    def measure(self, alphas: Mapping[str, float], measures: Sequence[str]) -> dict[str, Difficulty]:
+        """Several measures of one setting from the same batches.
+
+        Returns:
+          `{measure: Difficulty}` for each requested measure (units in `MEASURES`).
+        """
+        for measure in measures:
+            check_measure(measure)
+        setting = self._setting(alphas)
+        missing = [m for m in measures if (setting, m) not in self._values]
+        if missing:
+            graph, batches = self.batches(alphas)
+            per_seed: dict[str, list[float]] = {}
+            if "entropy" in missing:
+                per_seed["entropy"] = [entropy_bits_per_token(graph, kernels, tokens) for kernels, tokens in batches]
+            compressed = [m for m in missing if m != "entropy"]
+            if compressed:
+                def compress(tokens: np.ndarray) -> dict[str, float]:
+                    return {m: gzip_bytes_per_token(tokens) if m == "gzip"
+                            else compressed_bits_per_token(tokens, m, graph.vocab_size) for m in compressed}
+
+                rows = parallel_map(compress, [tokens for _, tokens in batches])
+                per_seed.update({m: [row[m] for row in rows] for m in compressed})
+            for name, values in per_seed.items():
+                self._values[(setting, name)] = Difficulty(*mean_and_stderr(values), tuple(values))
+        return {m: self._values[(setting, m)] for m in measures}
+
+    def __call__(self, alphas: Mapping[str, float], measure: str) -> Difficulty:
+        """One measure of one setting (see `measure`)."""
+        return self.measure(alphas, (measure,))[measure]
+
+
+def difficulty(graph_or_family: Any, alphas: Mapping[str, float], *, measure: str, seeds: Sequence[int],
+               batch_size: int, length: int) -> Difficulty:
+    """Mean difficulty of a setting over graph seeds, with its standard error.
+
+    Args:
+      graph_or_family: a `gssm_jax.graph_families.GraphFamily` or a graph config dict.
+      alphas: `{"alpha_X": float, "alpha_Z": float}` (for a config dict, either may be omitted).
+      measure: one of `MEASURES` ("entropy" in bits/token, "gzip" in the seed's bytes/token, ...).
+      seeds: graph seeds; seed s draws kernels from `jax.random.key(s)` and data from `data_key(s)`.
+      batch_size: sequences per seed.
+      length: tokens per sequence.
+    """
+    return Measurer(graph_or_family, seeds=seeds, batch_size=batch_size, length=length)(alphas, measure)
+
+
+PERFORMANCE_MEASURES = ("entropy", "zlib", "bz2", "lzma", "gzip")
+
+
+def compression_performance(measurer: Measurer, alphas: Mapping[str, float]) -> dict[str, Difficulty]:
+    """How close each compressor gets to the entropy rate at one setting (the seed's TODO).
+
+    Returns:
+      `{"entropy", "zlib", "bz2", "lzma": Difficulty in bits/token, "gzip": Difficulty in the seed's
+      bytes/token}`, all measured on the same batches (one per seed). Divide by log2(V) for fractions
+      of an incompressible stream.
+    """
+    return measurer.measure(alphas, PERFORMANCE_MEASURES)

@@ -1,0 +1,130 @@
+"""Tests of the alpha search: synthetic objectives with known roots, and the real objective on small graphs."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from gssm_jax import calibration, difficulty
+from gssm_jax.graph_families import get_family
+
+# Same graph and batch shape as tests/test_difficulty.py, so the sampler and forward algorithm compile once.
+TINY_GRAPH = {"nodes": [
+    {"name": "Z1", "states": 2, "alpha": 0.1, "parents": ["X"]},
+    {"name": "Z2", "states": 3, "alpha": 0.1, "parents": ["X"]},
+    {"name": "X", "states": 8, "alpha": 0.1, "parents": ["Z1", "Z2"]},
+]}
+BATCH_SIZE, LENGTH = 16, 128
+
+
+def test_find_alpha_recovers_known_root_of_smooth_objective():
+    # f(alpha) = 2 + 0.5 log(alpha): root of f = target at alpha* = exp((target - 2) / 0.5).
+    true_alpha = 0.037
+    target = 2 + 0.5 * math.log(true_alpha)
+    tolerance = 1e-3
+    result = calibration.find_alpha(lambda a: (2 + 0.5 * math.log(a), 0.0), target, tolerance=tolerance)
+    assert result.converged and abs(result.mean - target) <= tolerance
+    # |f(a) - f(a*)| = 0.5 |log a - log a*| <= tolerance, so log alpha is within 2 * tolerance.
+    assert abs(math.log(result.alpha) - math.log(true_alpha)) <= tolerance / 0.5
+    assert result.monotone and result.largest_decrease == 0.0
+    assert all(a.alpha < b.alpha for a, b in zip(result.evaluations, result.evaluations[1:], strict=False))
+
+
+def test_find_alpha_recovers_root_of_saturating_objective():
+    # A logistic curve in log alpha, flat at both ends like a difficulty measure; root at log10 alpha = -1.3.
+    def objective(alpha):
+        return 5 / (1 + math.exp(-2 * (math.log10(alpha) + 2))), 0.1
+
+    true_alpha = 10**-1.3
+    target = objective(true_alpha)[0]
+    tolerance = 1e-4
+    result = calibration.find_alpha(objective, target, tolerance=tolerance, bounds=(1e-6, 1e3))
+    assert abs(result.mean - target) <= tolerance
+    # Slope d f / d log10 alpha >= 2 * 5 * p(1 - p) near the root; use its value there, conservatively halved.
+    p = target / 5
+    slope = 10 * p * (1 - p) / 2
+    assert abs(math.log10(result.alpha) - math.log10(true_alpha)) <= tolerance / slope
+    # Delta method: stderr 0.1 over the slope of the bracketing grid cell (finite, positive).
+    assert 0 < result.log10_alpha_stderr < math.inf
+
+
+def test_unreachable_target_raises_with_range():
+    # 1 + tanh(log alpha) / 2 saturates at exactly 0.5 and 1.5 at the bounds exp(-+50).
+    with pytest.raises(calibration.UnreachableTargetError, match=r"reaches: \[0\.5, 1\.5\]"):
+        calibration.find_alpha(lambda a: (1.0 + 0.5 * math.tanh(math.log(a)), 0.0), 7.0, tolerance=0.01,
+                               bounds=(math.exp(-50), math.exp(50)))
+
+
+def test_unreachable_target_below_range_raises():
+    with pytest.raises(calibration.UnreachableTargetError, match="outside what alpha_Z"):
+        calibration.find_alpha(lambda a: (math.log(a), 0.0), -100.0, tolerance=0.1, name="alpha_Z")
+
+
+def test_non_monotone_objective_is_reported():
+    # A dip of depth 1 (> tolerance) between grid points: the search must say so.
+    def objective(alpha):
+        x = math.log10(alpha)
+        return x - 1.5 * math.exp(-((x + 1.0) / 0.3) ** 2), 0.0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = calibration.find_alpha(objective, -2.2, tolerance=1e-3, grid_points=16)
+    assert not result.monotone and result.largest_decrease > 1e-3
+    assert any("not monotone" in str(w.message) for w in caught)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="bounds"):
+        calibration.find_alpha(lambda a: (a, 0), 1, tolerance=0.1, bounds=(1.0, 0.1))
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE, length=LENGTH)
+    with pytest.raises(ValueError, match="valid measures"):
+        calibration.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=1, measure="zip",
+                              tolerance=0.1)
+    with pytest.raises(ValueError, match="fixed must give exactly the other"):
+        calibration.calibrate(measurer, fixed={"alpha_Z": 1e-3}, free="alpha_Z", target=1, measure="entropy",
+                              tolerance=0.1)
+
+
+def test_entropy_objective_is_monotone_in_each_alpha():
+    # Common random numbers, one decade between points: the change in entropy over a decade of alpha is far
+    # larger than the wiggle of the non-monotone Dirichlet coupling on this graph.
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1, 2), batch_size=BATCH_SIZE, length=LENGTH)
+    grid = np.geomspace(1e-4, 10.0, 6)
+    for fixed, free in (({"alpha_X": 1e-3}, "alpha_Z"), ({"alpha_Z": 1e-3}, "alpha_X")):
+        means = [e.mean for e in calibration.curve(measurer, fixed=fixed, free=free, alphas=grid, measure="entropy")]
+        # Non-decreasing everywhere (at alpha = 1e-4 both sides are deterministic: exactly 0 bits) and
+        # strictly increasing once above that floor.
+        assert np.all(np.diff(means) >= 0), (free, means)
+        assert np.all(np.diff(means)[np.asarray(means[:-1]) > 0] > 0), (free, means)
+
+
+def test_calibrate_recovers_known_alpha_on_real_objective():
+    # Target = the objective's own value at alpha_Z = 0.05 (same seeds, same keys), so the root is known.
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1, 2), batch_size=BATCH_SIZE, length=LENGTH)
+    true_alpha = 0.05
+    target = measurer({"alpha_X": 1e-3, "alpha_Z": true_alpha}, "entropy").mean
+    tolerance = 0.01  # bits/token
+    result = calibration.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=target,
+                                   measure="entropy", tolerance=tolerance)
+    assert result.converged and abs(result.mean - target) <= tolerance
+    assert result.fixed == {"alpha_X": 1e-3} and result.measure == "entropy"
+    # Within tolerance of the target, the alpha lies between the nearest trials that fall outside the
+    # tolerance band on either side of the target (the objective is monotone on this graph, test above).
+    below = [e.alpha for e in result.evaluations if e.mean < target - tolerance]
+    above = [e.alpha for e in result.evaluations if e.mean > target + tolerance]
+    assert max(below) < true_alpha < min(above)
+    assert max(below) < result.alpha < min(above)
+
+
+@pytest.mark.slow  # compiles the sampler and forward algorithm for the 4x4 graph
+def test_calibrate_pair_matches_reference_difficulty():
+    family = get_family("four_by_four")
+    measurer = difficulty.Measurer(family, seeds=(0, 1), batch_size=8, length=256)
+    pair = calibration.calibrate_pair(measurer, measure="gzip", tolerance=0.02, grid_points=4)
+    reference = measurer(family.reference_alphas, "gzip")
+    assert pair.target == reference.mean
+    for side in (pair.small_alpha_x, pair.small_alpha_z):
+        assert abs(side.mean - reference.mean) <= 0.02
+    assert pair.small_alpha_x.fixed == {"alpha_X": 1e-3} and pair.small_alpha_z.fixed == {"alpha_Z": 1e-3}
+    assert set(pair.to_json()) >= {"measure", "unit", "target", "small_alpha_x", "small_alpha_z"}
