@@ -17,6 +17,10 @@ from absl import logging as absl_logging
 
 def _one_line(error: BaseException) -> str:
     message = str(error.args[0]) if len(error.args) == 1 else str(error)
+    if "Traceback (most recent call last)" in message:
+        # config_flags embeds get_config's traceback; its last line is the error the user can act on.
+        flag = message.split(": Error whilst", 1)[0]
+        message = f"{flag}: {message.strip().splitlines()[-1]}"
     return " ".join(message.split())
 
 
