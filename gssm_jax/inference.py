@@ -1,0 +1,407 @@
+"""The exact Bayes-optimal loss of a GSSM: a factorised forward algorithm (DESIGN.md §2-3).
+
+The latent state is the joint value of all hidden nodes; the predictor knows the kernels and
+conditions on every past token. Before step 0 every previous value is 0, so the belief starts as a
+point mass at all-zero hidden values and X[-1] = 0. One step t of the forward pass:
+
+1. **transition, one hidden node at a time** in `graph.hidden_order`: the belief is a tensor with
+   one axis per hidden node; node h's axis is contracted with its conditional table, whose other
+   inputs are either the known token X[t-1] (a row is selected per sequence) or same-step hidden
+   parents (already updated to step t, so they are shared axes of the contraction);
+2. **emission**: the belief is multiplied by `p(x_t | X's parents)`, broadcast over X's parent axes;
+3. **normalisation**: the total mass is `p(x_t | x_<t)`; dividing by it keeps the belief a
+   distribution, so float32 is enough even with exact zeros in the tables and alpha down to 1e-4.
+
+The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
+about 2 x S x sum(hidden states) flops. Sequences are processed in chunks (`lax.map`) so that a
+chunk's belief stays in cache across the time loop.
+
+Units: `token_losses` and `negative_log_likelihood` are in nats (per token and per sequence);
+`log_likelihood` is `log p(x_0..x_{T-1})` in nats per sequence, so it is <= 0; `entropy_rate` is in
+nats per token.
+
+`context` nodes have kernels redrawn for every sequence, unknown to the predictor, so the exact
+loss is `-log E_K[p(x | K)]` over the Dirichlet prior of K. `context_log_likelihood` *estimates* it
+by Monte Carlo over `num_draws` prior draws per sequence (log-mean-exp of per-draw likelihoods),
+with a delta-method standard error; the estimate of `log p` is biased low by Jensen's inequality
+(the loss biased high) and its variance grows with the sequence length.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gssm_jax.graph import GraphSpec
+from gssm_jax.kernels import Kernels, conditional_table, sample_node_kernel
+
+# A chunk of sequences whose beliefs fit in about this many bytes is advanced together through
+# time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
+CHUNK_BYTES = 2**22
+DEFAULT_NUM_DRAWS = 64
+
+
+class EntropyRate(NamedTuple):
+    """Bayes-optimal loss of a token batch.
+
+    Attributes:
+      nats_per_token: mean over sequences of `-log p(sequence) / length` (scalar).
+      standard_error: standard error of that mean over sequences (sample std / sqrt(batch)); for
+        context graphs it includes the Monte Carlo noise, which is independent per sequence.
+    """
+
+    nats_per_token: jax.Array
+    standard_error: jax.Array
+
+
+class ContextEstimate(NamedTuple):
+    """Monte Carlo estimate of the likelihood when some kernels are unknown (`context` nodes).
+
+    Attributes:
+      log_likelihood: `(batch,)` estimate of `log p(sequence)`, nats per sequence.
+      standard_error: `(batch,)` delta-method standard error of that estimate over the draws.
+      token_losses: `(batch, length)` estimate of `-log p(x_t | x_<t)`, nats per token (differences
+        of the estimated log-likelihoods of consecutive prefixes).
+    """
+
+    log_likelihood: jax.Array
+    standard_error: jax.Array
+    token_losses: jax.Array
+
+
+# ---- public API ------------------------------------------------------------------------------------
+
+
+def token_losses(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+    """The Bayes-optimal next-token loss at every position, exactly.
+
+    Args:
+      graph: the graph (static); must have no `context` nodes (see `context_log_likelihood`).
+      kernels: the true kernels (`gssm_jax.kernels.sample_kernels`, or numpy tables
+        `(*input_sizes, states)`); computed in their float dtype (float32 unless x64 is enabled).
+      tokens: integer `(batch, length)` (uint8, int32 or int64); values outside [0, V) give NaN.
+
+    Returns:
+      `(batch, length)` float: `-log p(x_t | x_<t)` in nats per token; +inf where the sequence is
+      impossible under the kernels.
+    """
+    _check_exact(graph)
+    tokens = _check_tokens(graph, tokens)
+    return _token_losses(graph, _tables(graph, kernels), tokens)
+
+
+def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+    """`-log p(x_0..x_{T-1})` of every sequence, in nats per sequence (>= 0); arguments as `token_losses`."""
+    return _pairwise_sum(token_losses(graph, kernels, tokens))
+
+
+def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+    """`log p(x_0..x_{T-1})` of every sequence, in nats per sequence (<= 0); arguments as `token_losses`."""
+    return -negative_log_likelihood(graph, kernels, tokens)
+
+
+def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.Array,
+                           num_draws: int = DEFAULT_NUM_DRAWS) -> ContextEstimate:
+    """Monte Carlo estimate of the likelihood when `context` kernels are unknown to the predictor.
+
+    For every sequence, `num_draws` kernels of each context node are drawn independently from the
+    node's prior (`sample_node_kernel`), the exact forward pass runs under each draw, and
+    `log p(x) ~= log mean_d p(x | K_d)`. Non-context nodes use `kernels`. This is an estimate:
+    biased low by Jensen's inequality, with a variance that grows with the length.
+
+    Args:
+      graph: the graph (static), with at least one context node.
+      kernels: kernels of the non-context nodes (the context entries are ignored).
+      tokens: integer `(batch, length)`.
+      key: a `jax.random.key` for the draws.
+      num_draws: number of prior draws per sequence (>= 2, for the standard error).
+
+    Returns:
+      a `ContextEstimate` (nats).
+    """
+    if not _context_nodes(graph):
+        raise ValueError("context_log_likelihood: the graph has no context nodes; use log_likelihood (exact)")
+    if num_draws < 2:
+        raise ValueError(f"num_draws is {num_draws}; use at least 2 draws so that a standard error exists")
+    tokens = _check_tokens(graph, tokens)
+    tables = {name: conditional_table(graph, kernels, name)
+              for name in _node_names(graph) if name not in _context_nodes(graph)}
+    return _context_estimate(graph, tables, tokens, key, num_draws)
+
+
+def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array | None = None,
+                 num_draws: int = DEFAULT_NUM_DRAWS) -> EntropyRate:
+    """Bayes-optimal loss of a batch in nats per token, with its standard error over sequences.
+
+    Exact (up to float rounding) when the graph has no context nodes; otherwise a Monte Carlo
+    estimate (`context_log_likelihood`), for which `key` is required.
+
+    Args:
+      graph: the graph (static).
+      kernels: the true kernels.
+      tokens: integer `(batch, length)`.
+      key: `jax.random.key` for the context-node draws; only for graphs with context nodes.
+      num_draws: prior draws per sequence for context nodes.
+
+    Returns:
+      `EntropyRate(nats_per_token, standard_error)`, scalars.
+    """
+    tokens = _check_tokens(graph, tokens)
+    if _context_nodes(graph):
+        if key is None:
+            raise ValueError(
+                f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know: "
+                "pass key=jax.random.key(...) for the Monte Carlo estimate"
+            )
+        sequence_losses = -context_log_likelihood(graph, kernels, tokens, key, num_draws).log_likelihood
+    else:
+        sequence_losses = negative_log_likelihood(graph, kernels, tokens)
+    return _mean_and_standard_error(sequence_losses / tokens.shape[1])
+
+
+# ---- checks at the boundary -----------------------------------------------------------------------
+
+
+def _context_nodes(graph: GraphSpec) -> tuple[str, ...]:
+    return tuple(node.name for node in graph.nodes if node.mode == "context")
+
+
+def _node_names(graph: GraphSpec) -> tuple[str, ...]:
+    return (*graph.hidden_order, graph.observed)
+
+
+def _check_exact(graph: GraphSpec) -> None:
+    if _context_nodes(graph):
+        raise ValueError(
+            f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know; "
+            "the exact forward pass does not apply: use context_log_likelihood or entropy_rate(..., key=...)"
+        )
+
+
+def _check_tokens(graph: GraphSpec, tokens) -> jax.Array:
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be an integer array (batch, length), got {tokens.dtype} {tokens.shape}")
+    if tokens.shape[1] == 0:
+        raise ValueError("tokens has length 0; the loss needs at least one token per sequence")
+    return tokens.astype(jnp.int32)
+
+
+def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
+    return {name: jnp.asarray(conditional_table(graph, kernels, name)) for name in _node_names(graph)}
+
+
+# ---- the forward pass -----------------------------------------------------------------------------
+
+
+def _arrange(values: jax.Array, value_axes: tuple[str, ...], layout: tuple[str, ...]) -> jax.Array:
+    """Places `values (chunk, *value_axes)` on a belief layout `(chunk, *layout)`, size 1 elsewhere."""
+    order = sorted(range(len(value_axes)), key=lambda i: layout.index(value_axes[i]))
+    values = jnp.transpose(values, (0, *(1 + i for i in order)))
+    shape = [values.shape[0]] + [1] * len(layout)
+    for position, i in enumerate(order):
+        shape[1 + layout.index(value_axes[i])] = values.shape[1 + position]
+    return values.reshape(shape)
+
+
+def _select_input(table: jax.Array, axis: int, values: jax.Array, per_sequence: bool) -> jax.Array:
+    """Rows of `table` with input `axis` fixed to `values (chunk,)`: `(chunk, *other axes)`.
+
+    `table` is `(*axes)` shared by all sequences, or `(chunk, *axes)` when `per_sequence`.
+    """
+    if per_sequence:
+        table = jnp.moveaxis(table, 1 + axis, 1)
+        return table[jnp.arange(table.shape[0]), values]
+    return jnp.moveaxis(table, axis, 0)[values]
+
+
+def _transition(belief: jax.Array, layout: tuple[str, ...], graph: GraphSpec, name: str, table: jax.Array,
+                previous_token: jax.Array, per_sequence: bool, contraction: str) -> jax.Array:
+    """Advances hidden node `name`, the first axis of `belief (chunk, name, *rest)`, from t-1 to t.
+
+    Returns the belief on the layout `(chunk, *rest, name)`: rotating the axes keeps the contracted
+    axis first (a transposed-operand matrix product, no copy), and after every hidden node has been
+    advanced once the layout is back where it started.
+    """
+    inputs = graph.inputs(name)
+    if graph.observed in inputs:
+        axis = inputs.index(graph.observed)
+        table = _select_input(table, axis, previous_token, per_sequence)
+        inputs = inputs[:axis] + inputs[axis + 1:]
+    elif not per_sequence:
+        table = table[None]
+    # table: (chunk or 1, own previous, *same-step hidden parents, own next)
+    parents = inputs[1:]
+    rest = layout[:-1]
+    if contraction == "einsum":
+        table = jnp.broadcast_to(table, (belief.shape[0], *table.shape[1:]))
+        letters = {axis_name: index + 1 for index, axis_name in enumerate(layout)}
+        next_letter = len(layout) + 1
+        return jnp.einsum(belief, [0, *letters.values()],
+                          table, [0, letters[name], *(letters[p] for p in parents), next_letter],
+                          [0, next_letter, *(letters[a] for a in rest)])
+    out_layout = (name, *rest)
+    new_belief = None
+    for value in range(graph.node(name).states):
+        rows = _arrange(table[:, value], (*parents, name), out_layout)
+        term = belief[:, None, ..., value] * rows
+        new_belief = term if new_belief is None else new_belief + term
+    return new_belief
+
+
+def _emission(graph: GraphSpec, table: jax.Array, token: jax.Array, per_sequence: bool) -> jax.Array:
+    """`p(x_t | X's parents)` for each sequence, on the belief layout; NaN for tokens outside [0, V)."""
+    if per_sequence:
+        table = jnp.moveaxis(table, -1, 1)
+        rows = jnp.take_along_axis(table, token.reshape((-1,) + (1,) * (table.ndim - 1)), axis=1,
+                                   mode="fill", fill_value=jnp.nan)[:, 0]
+    else:
+        rows = jnp.take(jnp.moveaxis(table, -1, 0), token, axis=0, mode="fill", fill_value=jnp.nan)
+    return _arrange(rows, graph.inputs(graph.observed), graph.hidden_order[::-1])
+
+
+def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                   per_sequence: frozenset[str], unroll: int, contraction: str) -> jax.Array:
+    """Token losses `(chunk, length)` in nats of one chunk of sequences `tokens (chunk, length)`.
+
+    `tables[name]` has a leading chunk axis for the names in `per_sequence`.
+    """
+    chunk = tokens.shape[0]
+    dtype = jnp.result_type(*tables.values())
+    sizes = tuple(graph.node(name).states for name in graph.hidden_order[::-1])
+    belief = jnp.zeros((chunk, math.prod(sizes)), dtype).at[:, 0].set(1).reshape((chunk, *sizes))
+    previous_tokens = jnp.concatenate([jnp.zeros((chunk, 1), tokens.dtype), tokens[:, :-1]], axis=1)
+    reduce_axes = tuple(range(1, 1 + len(sizes)))
+
+    def step(belief, token_pair):
+        previous_token, token = token_pair
+        layout = graph.hidden_order[::-1]
+        for name in graph.hidden_order:
+            belief = _transition(belief, layout, graph, name, tables[name], previous_token, name in per_sequence,
+                                 contraction)
+            layout = (name, *layout[:-1])
+        belief = belief * _emission(graph, tables[graph.observed], token, graph.observed in per_sequence)
+        mass = jnp.sum(belief, axis=reduce_axes, keepdims=True)
+        # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf) rather
+        # than 0/0 = NaN.
+        belief = jnp.where(mass > 0, belief / mass, belief)
+        return belief, -jnp.log(mass.reshape(chunk))
+
+    _, losses = lax.scan(step, belief, (previous_tokens.T, tokens.T), unroll=unroll)
+    return losses.T
+
+
+def _chunk_size(graph: GraphSpec, per_device: int, itemsize: int) -> int:
+    return max(1, min(per_device, CHUNK_BYTES // (graph.num_latent_states * itemsize)))
+
+
+def _contraction(graph: GraphSpec) -> str:
+    # Measured on a 2-core CPU: explicit multiply-adds win while the belief is small (the step is
+    # dominated by per-op overhead), a batched matrix product once it is large.
+    return "multiply_add" if graph.num_latent_states <= 4096 else "einsum"
+
+
+def _unroll(graph: GraphSpec) -> int:
+    # Small graphs are dominated by the per-step loop overhead; unrolling amortises it.
+    return 4 if graph.num_latent_states <= 4096 else 1
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "per_sequence"))
+def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                     per_sequence: frozenset[str] = frozenset()) -> jax.Array:
+    """Token losses `(batch, length)`: sequences split over all devices, then into chunks on each.
+
+    `tables[name]` has a leading batch axis for the names in `per_sequence`.
+    """
+    batch, length = tokens.shape
+    devices = jax.devices()[:batch]
+    dtype = jnp.result_type(*tables.values())
+    per_device = -(-batch // len(devices))
+    chunk = _chunk_size(graph, per_device, jnp.dtype(dtype).itemsize)
+    per_device = -(-per_device // chunk) * chunk
+    padding = per_device * len(devices) - batch
+
+    def pad(array):
+        return jnp.concatenate([array, jnp.zeros((padding, *array.shape[1:]), array.dtype)]) if padding else array
+
+    shared = {name: table for name, table in tables.items() if name not in per_sequence}
+    own = {name: pad(tables[name]) for name in per_sequence}
+
+    def device_losses(shared, own, tokens):
+        def split(array):
+            return array.reshape(-1, chunk, *array.shape[1:])
+
+        def run(chunk_inputs):
+            chunk_tokens, chunk_tables = chunk_inputs
+            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, _unroll(graph),
+                                  _contraction(graph))
+
+        return lax.map(run, (split(tokens), jax.tree.map(split, own))).reshape(per_device, length)
+
+    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    batch_spec = jax.P("data")
+    losses = jax.shard_map(device_losses, mesh=mesh, in_specs=(jax.P(), batch_spec, batch_spec),
+                           out_specs=batch_spec, check_vma=False)(shared, own, pad(tokens))
+    return losses[:batch]
+
+
+def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array) -> jax.Array:
+    return _chunked_forward(graph, tables, tokens)
+
+
+# ---- context nodes: Monte Carlo over kernel draws ------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "num_draws"))
+def _context_estimate(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array, key: jax.Array,
+                      num_draws: int) -> ContextEstimate:
+    batch, _ = tokens.shape
+    context = _context_nodes(graph)
+    dtype = jnp.result_type(*tables.values()) if tables else jnp.float32
+
+    def draw_tables(draw_key):
+        def one_sequence(sequence_key):
+            node_keys = jax.random.split(sequence_key, len(context))
+            return {name: conditional_table(graph, {name: sample_node_kernel(node_key, graph, name, dtype)}, name)
+                    for name, node_key in zip(context, node_keys, strict=True)}
+        return jax.vmap(one_sequence)(jax.random.split(draw_key, batch))
+
+    def one_draw(draw_key):
+        per_sequence_tables = draw_tables(draw_key)
+        losses = _chunked_forward(graph, {**tables, **per_sequence_tables}, tokens, per_sequence=frozenset(context))
+        return jnp.cumsum(-losses, axis=1)  # log p(x_0..x_t | K_d), nats
+
+    prefix_log_likelihoods = lax.map(one_draw, jax.random.split(key, num_draws))  # (draws, batch, length)
+    prefix_estimates = jax.nn.logsumexp(prefix_log_likelihoods, axis=0) - math.log(num_draws)
+    # Delta method: with w_d = p(x | K_d) / max_d, se(log mean w) ~= std(w) / (sqrt(D) mean(w)).
+    final = prefix_log_likelihoods[:, :, -1]
+    weights = jnp.exp(final - jnp.max(final, axis=0))
+    standard_error = jnp.std(weights, axis=0, ddof=1) / (math.sqrt(num_draws) * jnp.mean(weights, axis=0))
+    losses = -jnp.diff(prefix_estimates, axis=1, prepend=jnp.zeros((batch, 1), prefix_estimates.dtype))
+    return ContextEstimate(prefix_estimates[:, -1], standard_error, losses)
+
+
+# ---- numerics -------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _pairwise_sum(values: jax.Array) -> jax.Array:
+    """Sum over the last axis by a balanced tree: rounding error O(eps log n), not O(eps n)."""
+    while values.shape[-1] > 1:
+        if values.shape[-1] % 2:
+            values = jnp.concatenate([values, jnp.zeros((*values.shape[:-1], 1), values.dtype)], axis=-1)
+        values = values[..., 0::2] + values[..., 1::2]
+    return values[..., 0]
+
+
+@jax.jit
+def _mean_and_standard_error(values: jax.Array) -> EntropyRate:
+    count = values.shape[0]
+    mean = _pairwise_sum(values) / count
+    spread = jnp.sqrt(_pairwise_sum((values - mean) ** 2) / max(count - 1, 1)) if count > 1 else jnp.nan
+    return EntropyRate(mean, jnp.asarray(spread / math.sqrt(count), values.dtype))
