@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_default_is_the_whole_cpu_experiment():
     config = experiment1.get_config()
     sweep = config.experiment1
-    assert sweep.graphs == ("four_by_four", "eight_by_four", "chain")
+    assert sweep.graphs == ("four_by_four", "chain")  # eight_by_four's exact entropy is too slow for 2 CPU cores
     assert sweep.sides == ("small_alpha_x", "small_alpha_z")
     assert len(sweep.seeds) == 3 and len(sweep.models) == 1
     assert config.calibration.measure == "entropy" and config.calibration.seeds == sweep.seeds
@@ -29,6 +29,7 @@ def test_default_is_the_whole_cpu_experiment():
 def test_paper_size_uses_the_seed_scales():
     config = experiment1.get_config("size=paper,match=gzip")
     sweep = config.experiment1
+    assert sweep.graphs == ("four_by_four", "eight_by_four", "chain")
     assert sweep.lengths["four_by_four"] == 2048 and sweep.lengths["eight_by_four"] == 4096
     assert len(sweep.seeds) >= 5 and config.train.num_steps >= 1000
     assert max(model["width"] for model in sweep.models.values()) == 128
