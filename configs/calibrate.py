@@ -27,10 +27,11 @@ from gssm_jax.graph_families import FAMILIES, get_family
 SIZES = ("cpu", "paper")
 MEASURE_CHOICES = (*MEASURES, "both")
 ARG_DEFAULTS = {"graph": "four_by_four", "measure": "both", "size": "cpu"}
-# (seeds, batch_size, length) at size=cpu, per family: chosen so that one pair on one measure takes at most a
-# few minutes on 2 CPU cores (benchmarks/calibration.py); the forward algorithm on eight_by_four costs
-# ~256 times more per token than on four_by_four.
-CPU_SIZES = {"four_by_four": (4, 32, 2048), "eight_by_four": (3, 4, 1024), "chain": (4, 32, 2048)}
+# (seeds, batch_size, length) at size=cpu, per family: one pair on one measure takes about a minute on 2 CPU
+# cores for four_by_four (benchmarks/calibration.py). eight_by_four is ~256 times dearer per token in the
+# forward algorithm and drawing X's 65536 Dirichlet rows takes ~20 s per seed on CPU, so it gets tiny
+# batches (fine for entropy; for gzip use --config.batch_size=16 --config.length=4096 --config.compression_table=False).
+CPU_SIZES = {"four_by_four": (8, 32, 2048), "eight_by_four": (3, 2, 1024), "chain": (8, 32, 2048)}
 # Stopping tolerance of the search, in each measure's unit (bits/token; gzip: bytes/token).
 TOLERANCES = {"entropy": 0.005, "gzip": 0.002, "zlib": 0.01, "bz2": 0.01, "lzma": 0.01}
 
@@ -88,6 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Points of the initial log-spaced grid (>= 2); they also draw the difficulty curves.
     config.search.grid_points = 6
 
+    # Also measure every setting with every compressor and the entropy rate (the compression table).
+    config.compression_table = True
     # Trained models to add to the compression table: comma-separated `row=path` where row is a table
     # row (reference, <measure>/small_alpha_x, <measure>/small_alpha_z) and path a run's result.json or
     # run directory; its eval/loss_nats_per_token is shown in bits/token.

@@ -62,8 +62,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
             calibrated = getattr(pair, side)
             settings[f"{measure}/{side}"] = {**calibrated.fixed, calibrated.free: calibrated.alpha}
     model_losses = read_model_results(config.model_results, settings)
-    log("compression performance of every setting")
-    performance = {label: compression_performance(measurer, alphas) for label, alphas in settings.items()}
+    performance = {}
+    if config.compression_table:
+        log("compression performance of every setting")
+        performance = {label: compression_performance(measurer, alphas) for label, alphas in settings.items()}
     result = {
         "graph": family.name, "description": family.description, "seeds": list(measurer.seeds),
         "batch_size": config.batch_size, "length": config.length, "config": config.to_dict(),
@@ -123,6 +125,8 @@ def report_markdown(result: dict, log2_vocab: float) -> str:
               "", "| setting | alpha_X | alpha_Z | entropy rate | zlib-9 | bz2-9 | lzma-9 | seed gzip (bytes/token) "
               "| model |",
               "|---|---|---|---|---|---|---|---|---|"]
+    if not result["compression_performance"]:
+        lines[-4:] = ["(not measured: config.compression_table is False)"]
     for label, row in result["compression_performance"].items():
         cells = [f"{_pm(row[m]['mean'], row[m]['stderr'])} ({row[m]['mean'] / log2_vocab:.3f})"
                  for m in ("entropy", "zlib", "bz2", "lzma")]

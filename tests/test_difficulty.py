@@ -3,12 +3,14 @@
 import math
 import zlib
 
+import jax
 import numpy as np
 import pytest
 
 from gssm_jax import difficulty
 from gssm_jax.graph import GraphSpec
 from gssm_jax.graph_families import FAMILIES, get_family
+from gssm_jax.kernels import sample_kernels
 
 # Same graph and batch shape as tests/test_calibration.py, so the sampler and forward algorithm compile once.
 TINY_GRAPH = {"nodes": [
@@ -120,6 +122,16 @@ def test_measurer_uses_common_random_numbers_and_caches():
                                  length=LENGTH) == first["entropy"]
     # Different seeds draw different kernels.
     assert first["entropy"].per_seed[0] != first["entropy"].per_seed[1]
+
+
+def test_measurer_kernels_equal_sample_kernels_when_reused():
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(3, 4), batch_size=BATCH_SIZE, length=LENGTH)
+    for alpha_z in (0.1, 0.2):  # the second setting reuses X's kernel from the first
+        graph = difficulty.graph_at(TINY_GRAPH, {"alpha_X": 0.5, "alpha_Z": alpha_z})
+        for seed, kernels in zip((3, 4), measurer.kernels(graph), strict=True):
+            expected = sample_kernels(jax.random.key(seed), graph)
+            for name in expected:
+                np.testing.assert_array_equal(kernels[name], expected[name])
 
 
 def test_entropy_measure_is_below_log2_vocab_and_zero_for_deterministic_graph():

@@ -1,0 +1,86 @@
+"""Benchmark: the cost of difficulty trials and of a whole pair calibration on the seed's 4x4/V32 graph.
+
+  python -m benchmarks.calibration [--graph=four_by_four] [--size=cpu]
+
+Rows:
+* one trial = one setting measured on every seed's batch (configs/calibrate.py size): the reference is
+  the seed's code path (numpy sampler `gssm_jax.reference`, then zlib-9 of each batch one after the
+  other); ours samples with the JAX sampler and compresses the seeds' batches on a thread pool;
+* compression alone: zlib-9 of the seeds' batches, sequential vs `parallel_map` (zlib releases the GIL);
+* a whole pair (both sides, from the reference's difficulty, cpu-size search) per measure, from a fresh
+  `Measurer`. The first one includes the jit compilation of the sampler (and of the forward algorithm
+  for entropy); the goal is under 300 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from absl import app, flags
+
+from configs.calibrate import get_config
+from gssm_jax import difficulty, reference
+from gssm_jax.calibration import calibrate_pair
+from gssm_jax.graph import GraphSpec
+from gssm_jax.graph_families import get_family
+
+_GRAPH = flags.DEFINE_string("graph", "four_by_four", "Graph family.")
+_SIZE = flags.DEFINE_string("size", "cpu", "configs/calibrate.py size: cpu or paper.")
+PAIR_BUDGET_S = 300.0
+
+
+def _timed(function):
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def main(argv):
+    del argv
+    config = get_config(f"graph={_GRAPH.value},size={_SIZE.value}")
+    family = get_family(config.graph)
+    seeds, batch_size, length = range(config.seeds), config.batch_size, config.length
+    alphas = family.reference_alphas
+    graph = GraphSpec.from_config(family.config(*family.reference))
+    print(f"{family.name}: {config.seeds} seeds x {batch_size} x {length} tokens per trial")
+
+    def reference_trial():
+        batches = [reference.seed_batch(graph, seed, batch_size, length) for seed in seeds]
+        return [difficulty.gzip_bytes_per_token(tokens) for tokens in batches]
+
+    def our_trial(measure):
+        measurer = difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length)
+        return lambda: measurer(alphas, measure)
+
+    our_trial("entropy")()  # compile the sampler and the forward algorithm outside the timings
+    rows = []
+    reference_s, _ = _timed(reference_trial)
+    rows.append(("one gzip trial, reference (numpy sampler + sequential zlib)", reference_s, reference_s))
+    rows.append(("one gzip trial, ours (JAX sampler + threaded zlib)", _timed(our_trial("gzip"))[0], reference_s))
+    rows.append(("one entropy trial, ours (JAX sampler + forward algorithm)", _timed(our_trial("entropy"))[0],
+                 reference_s))
+    batches = [np.asarray(tokens) for _, tokens in
+               difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length).batches(alphas)[1]]
+    sequential_s, _ = _timed(lambda: [difficulty.gzip_bytes_per_token(tokens) for tokens in batches])
+    parallel_s, _ = _timed(lambda: difficulty.parallel_map(difficulty.gzip_bytes_per_token, batches))
+    rows.append(("zlib-9 of the seeds' batches, sequential", sequential_s, sequential_s))
+    rows.append(("zlib-9 of the seeds' batches, thread pool", parallel_s, sequential_s))
+    for measure in ("entropy", "gzip"):
+        measurer = difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length)
+        seconds, pair = _timed(lambda m=measure, mm=measurer: calibrate_pair(
+            mm, measure=m, tolerance=config.search.tolerance[m], grid_points=config.search.grid_points))
+        trials = len({e.alpha for e in pair.small_alpha_x.evaluations}) + len(
+            {e.alpha for e in pair.small_alpha_z.evaluations})
+        rows.append((f"whole pair, {measure} ({trials} trials)", seconds, PAIR_BUDGET_S))
+
+    print(f"\n| {'what':<62} | seconds | speed-up vs reference (pair rows: vs 300 s budget) |")
+    print(f"|{'-' * 64}|---------|----------------------------------------------------|")
+    for label, seconds, baseline in rows:
+        print(f"| {label:<62} | {seconds:7.2f} | {baseline / seconds:50.2f} |")
+    print(f"\nzlib-9 throughput: {sum(t.size for t in batches) / sequential_s / 1e6:.2f} M tokens/s sequential "
+          f"(int64 stream), {sum(t.size for t in batches) / parallel_s / 1e6:.2f} M tokens/s on the thread pool")
+
+
+if __name__ == "__main__":
+    app.run(main)
