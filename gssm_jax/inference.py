@@ -97,7 +97,7 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
 
 def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
     """`-log p(x_0..x_{T-1})` of every sequence, in nats per sequence (>= 0); arguments as `token_losses`."""
-    return _pairwise_sum(token_losses(graph, kernels, tokens))
+    return _sequence_sums(token_losses(graph, kernels, tokens))
 
 
 def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
@@ -276,7 +276,6 @@ def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
     sizes = tuple(graph.node(name).states for name in graph.hidden_order[::-1])
     belief = jnp.zeros((chunk, math.prod(sizes)), dtype).at[:, 0].set(1).reshape((chunk, *sizes))
     previous_tokens = jnp.concatenate([jnp.zeros((chunk, 1), tokens.dtype), tokens[:, :-1]], axis=1)
-    reduce_axes = tuple(range(1, 1 + len(sizes)))
 
     def step(belief, token_pair):
         previous_token, token = token_pair
@@ -286,7 +285,8 @@ def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
                                  contraction)
             layout = (name, *layout[:-1])
         belief = belief * _emission(graph, tables[graph.observed], token, graph.observed in per_sequence)
-        mass = jnp.sum(belief, axis=reduce_axes, keepdims=True)
+        # A balanced tree keeps the float32 rounding of the sum over S states at O(eps log S).
+        mass = _pairwise_sum(belief.reshape(chunk, -1)).reshape((chunk,) + (1,) * len(sizes))
         # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf) rather
         # than 0/0 = NaN.
         belief = jnp.where(mass > 0, belief / mass, belief)
@@ -389,7 +389,6 @@ def _context_estimate(graph: GraphSpec, tables: dict[str, jax.Array], tokens: ja
 # ---- numerics -------------------------------------------------------------------------------------
 
 
-@jax.jit
 def _pairwise_sum(values: jax.Array) -> jax.Array:
     """Sum over the last axis by a balanced tree: rounding error O(eps log n), not O(eps n)."""
     while values.shape[-1] > 1:
@@ -397,6 +396,9 @@ def _pairwise_sum(values: jax.Array) -> jax.Array:
             values = jnp.concatenate([values, jnp.zeros((*values.shape[:-1], 1), values.dtype)], axis=-1)
         values = values[..., 0::2] + values[..., 1::2]
     return values[..., 0]
+
+
+_sequence_sums = jax.jit(_pairwise_sum)
 
 
 @jax.jit
