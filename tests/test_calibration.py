@@ -128,3 +128,46 @@ def test_calibrate_pair_matches_reference_difficulty():
         assert abs(side.mean - reference.mean) <= 0.02
     assert pair.small_alpha_x.fixed == {"alpha_X": 1e-3} and pair.small_alpha_z.fixed == {"alpha_Z": 1e-3}
     assert set(pair.to_json()) >= {"measure", "unit", "target", "small_alpha_x", "small_alpha_z"}
+
+
+def test_config_arg_errors_list_valid_values():
+    from configs.calibrate import get_config
+
+    config = get_config("graph=chain,measure=entropy,size=cpu")
+    assert (config.graph, config.measures) == ("chain", "entropy")
+    assert (config.reference_alpha_x, config.reference_alpha_z) == get_family("chain").reference
+    assert get_config("size=paper").batch_size == 1024 and get_config("graph=eight_by_four,size=paper").length == 4096
+    with pytest.raises(ValueError, match="valid values are four_by_four, eight_by_four, chain"):
+        get_config("graph=4x4")
+    with pytest.raises(ValueError, match="valid values are entropy, gzip, zlib, bz2, lzma, both"):
+        get_config("measure=gz")
+    with pytest.raises(ValueError, match="key in graph, measure, size"):
+        get_config("seeds=3")
+
+
+def test_model_results_are_read_in_bits(tmp_path):
+    from experiments.calibrate import read_model_results
+
+    (tmp_path / "result.json").write_text('{"eval/loss_nats_per_token": 1.3862943611198906}')
+    settings = {"reference": {}, "entropy/small_alpha_x": {}}
+    assert read_model_results(f"entropy/small_alpha_x={tmp_path}", settings) == {
+        "entropy/small_alpha_x": pytest.approx(2.0)}  # 2 ln 2 nats = 2 bits
+    with pytest.raises(ValueError, match="row in reference, entropy/small_alpha_x"):
+        read_model_results(f"small_alpha_x={tmp_path}", settings)
+
+
+@pytest.mark.slow  # compiles the sampler and forward algorithm for the 4x4 graph
+def test_calibrate_entry_point_writes_reports(tmp_path):
+    import json
+
+    from configs.calibrate import get_config
+    from experiments.calibrate import run
+
+    config = get_config("graph=four_by_four")
+    config.seeds, config.batch_size, config.length, config.search.grid_points = 2, 8, 256, 4
+    result = run(config, str(tmp_path), log=lambda line: None)
+    assert set(result["pairs"]) == {"entropy", "gzip"}
+    assert json.loads((tmp_path / "calibration.json").read_text())["graph"] == "four_by_four"
+    markdown = (tmp_path / "calibration.md").read_text()
+    assert "entropy/small_alpha_z" in markdown and "gzip/small_alpha_x" in markdown
+    assert (tmp_path / "calibration.png").stat().st_size > 0
