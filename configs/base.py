@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     # Peak learning rate of AdamW.
-    config.optimizer.learning_rate = 1e-3 if paper else 3e-3
+    config.optimizer.learning_rate = 1e-3 if paper else 3e-3 if tiny else 1e-2
     # Steps of linear warmup from 0 to learning_rate (>= 0).
     config.optimizer.warmup_steps = 200 if paper else 5 if tiny else 20
     # After warmup: "cosine" (decay to 0 at train.num_steps) or "constant".
