@@ -25,16 +25,12 @@ import os
 import time
 
 import jax
+import numpy as np
+from absl import app, flags
 
-# One CPU device per core before JAX starts: the forward pass splits the batch over devices.
-jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
-
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from gssm_jax import inference, sampler  # noqa: E402
-from gssm_jax.graph import GraphSpec, experiment1_graph_config  # noqa: E402
-from gssm_jax.kernels import conditional_tables, sample_kernels  # noqa: E402
+from gssm_jax import inference, sampler
+from gssm_jax.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.kernels import conditional_tables, sample_kernels
 
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke test: length 256 and fewer reference steps.")
 _REPETITIONS = flags.DEFINE_integer("repetitions", 3, "Timed repetitions of the JAX pass (best is reported).")
@@ -199,6 +195,8 @@ def benchmark_graph(label: str, length: int, repetitions: int, quick: bool) -> l
 
 def main(argv) -> None:
     del argv
+    # One CPU device per core, before JAX starts its backend: the forward pass splits the batch over devices.
+    jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
     length = QUICK_LENGTH if _QUICK.value else LENGTH
     print(f"forward algorithm, batch {BATCH}, length {length}, {os.cpu_count()} cores, jax {jax.__version__}")
     print(f"{'pass':52s} {'tokens/s':>12s}  notes")

@@ -1,0 +1,298 @@
+"""The exact forward algorithm against brute-force enumeration of latent paths and a dense forward pass."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import gammaln
+
+from benchmarks.forward import numpy_dense_losses, numpy_factorised_losses
+from gssm_jax import inference, reference, sampler
+from gssm_jax.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.kernels import conditional_tables, sample_kernels
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
+
+
+def _chain_graph():  # hidden -> hidden same-step chain: A[t] reads X[t-1], B[t] reads A[t], X reads B
+    return {"nodes": [
+        {"name": "A", "states": 2, "alpha": 0.5, "parents": ["X"]},
+        {"name": "B", "states": 3, "alpha": 0.5, "parents": ["A"]},
+        {"name": "X", "states": 3, "alpha": 0.5, "parents": ["B"]},
+    ]}
+
+
+def _two_parent_graph():  # B reads A[t] and X[t-1]; X reads both hidden nodes (listed out of order)
+    return {"nodes": [
+        {"name": "B", "states": 2, "alpha": 0.5, "parents": ["A", "X"]},
+        {"name": "A", "states": 2, "alpha": 0.3, "parents": ["X"]},
+        {"name": "X", "states": 3, "alpha": 0.5, "parents": ["B", "A"]},
+    ]}
+
+
+def _modes_graph():  # slow and dead modes, a product kernel
+    config = experiment1_graph_config(2, 2, 3, 0.5, 0.5)
+    config["nodes"][0]["mode"] = "slow"
+    config["nodes"][1].update(mode="dead", kernel="product")
+    config["nodes"][2]["mode"] = "dead"
+    return config
+
+
+TINY_GRAPHS = {
+    "feedback": experiment1_graph_config(2, 2, 3, 0.5, 0.5),
+    "feedback_product": experiment1_graph_config(2, 2, 3, 0.5, 0.5, kernel="product"),
+    "chain": _chain_graph(),
+    "two_parents": _two_parent_graph(),
+    "dead_slow": _modes_graph(),
+}
+
+
+def brute_force_prefix_log_probs(graph, tables, tokens):
+    """log p(x_0..x_t) `(batch, length)`, float64, summing the probability of every latent path."""
+    tables = {name: np.asarray(table, np.float64) for name, table in tables.items()}
+    hidden = graph.hidden_order
+    sizes = [graph.node(name).states for name in hidden]
+    result = []
+    for sequence in np.asarray(tokens):
+        length = len(sequence)
+        prefix = np.zeros(length)
+        for flat_path in itertools.product(*[range(size) for size in sizes] * length):
+            path = np.reshape(flat_path, (length, len(hidden)))
+            probability = 1.0
+            previous = {name: 0 for name in (*hidden, graph.observed)}
+            for t in range(length):
+                current = {}
+                for i, name in enumerate(hidden):
+                    current[name] = path[t, i]
+                    index = tuple(previous[p] if p in (name, graph.observed) else current[p]
+                                  for p in graph.inputs(name))
+                    probability *= tables[name][(*index, current[name])]
+                index = tuple(current[p] for p in graph.inputs(graph.observed))
+                probability *= tables[graph.observed][(*index, sequence[t])]
+                current[graph.observed] = sequence[t]
+                previous = current
+                prefix[t] += probability
+        completions = [math.prod(sizes) ** (length - 1 - t) for t in range(length)]  # later latents summed too
+        result.append(np.log(prefix / completions))
+    return np.array(result)
+
+
+def _tiny_case(name, seed=0, batch=3, length=4):
+    graph = GraphSpec.from_config(TINY_GRAPHS[name])
+    kernels = sample_kernels(jax.random.key(seed), graph)
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    tokens = reference.sample(np.random.default_rng(seed), graph, tables, batch, length)
+    return graph, kernels, tables, tokens
+
+
+@pytest.mark.parametrize("name", sorted(TINY_GRAPHS))
+def test_token_losses_match_brute_force_in_float64(name):
+    graph, kernels, _, tokens = _tiny_case(name)
+    with jax.enable_x64(True):
+        kernels64 = jax.tree.map(lambda table: jnp.asarray(table, jnp.float64), kernels)
+        # Product kernels are renormalised in float64 here, so the reference uses the same tables.
+        tables64 = {n: np.asarray(t) for n, t in conditional_tables(graph, kernels64).items()}
+        losses = np.asarray(inference.token_losses(graph, kernels64, tokens))
+    expected = -np.diff(brute_force_prefix_log_probs(graph, tables64, tokens), axis=1, prepend=0.0)
+    assert losses.dtype == np.float64
+    # Each step rounds O(S * sum of states) products and a normalisation: 100 * S * T eps is generous
+    # for rounding yet ~1e9 times smaller than any modelling error (a wrong table entry moves a loss by >1e-3).
+    np.testing.assert_allclose(losses, expected, rtol=0, atol=100 * graph.num_latent_states * tokens.size * FLOAT64_EPS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_GRAPHS))
+def test_log_likelihood_matches_brute_force_in_float32(name):
+    graph, kernels, tables, tokens = _tiny_case(name, seed=1)
+    expected = brute_force_prefix_log_probs(graph, tables, tokens)[:, -1]
+    # float32: each token's loss carries a few eps of relative error in the table products and the
+    # normalisation (<= 32 eps with margin); the sequence sum adds them over T tokens.
+    bound = 32 * FLOAT32_EPS * tokens.shape[1] * max(1.0, np.max(np.abs(expected)))
+    np.testing.assert_allclose(np.asarray(inference.log_likelihood(graph, kernels, tokens)), expected, atol=bound)
+    np.testing.assert_allclose(np.asarray(inference.negative_log_likelihood(graph, kernels, tokens)), -expected,
+                               atol=bound)
+
+
+def test_numpy_references_match_brute_force():
+    """The benchmark's float64 references are themselves checked against enumeration."""
+    graph, _, tables, tokens = _tiny_case("two_parents", seed=2)
+    expected = -np.diff(brute_force_prefix_log_probs(graph, tables, tokens), axis=1, prepend=0.0)
+    np.testing.assert_allclose(numpy_factorised_losses(graph, tables, tokens), expected, atol=1e-12)
+    np.testing.assert_allclose(numpy_dense_losses(graph, tables, tokens), expected, atol=1e-12)
+
+
+def test_matches_dense_forward_pass_on_a_small_graph():
+    config = {"nodes": [
+        {"name": "Z1", "states": 3, "alpha": 0.2, "parents": ["X"]},
+        {"name": "Z2", "states": 3, "alpha": 0.2, "parents": ["Z1", "X"], "kernel": "product"},
+        {"name": "Z3", "states": 3, "alpha": 0.05, "parents": ["X"], "mode": "slow"},
+        {"name": "X", "states": 5, "alpha": 0.1, "parents": ["Z3", "Z2", "Z1"]},
+    ]}
+    graph = GraphSpec.from_config(config)
+    kernels = sample_kernels(jax.random.key(3), graph)
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    tokens = reference.sample(np.random.default_rng(3), graph, tables, 4, 32)
+    expected = numpy_dense_losses(graph, tables, tokens)
+    losses = np.asarray(inference.token_losses(graph, kernels, tokens))
+    # float32 per-token rounding: the belief after normalisation has O(eps log S) relative error, which
+    # the next loss inherits; 64 eps per token is a generous multiple.
+    np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
+
+
+def test_token_dtypes_give_the_same_losses():
+    graph, kernels, _, tokens = _tiny_case("feedback", batch=4, length=6)
+    results = [np.asarray(inference.token_losses(graph, kernels, tokens.astype(dtype)))
+               for dtype in (np.uint8, np.int32, np.int64)]
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.slow
+def test_token_losses_sum_to_the_negative_log_likelihood():
+    graph = GraphSpec.from_config(experiment1_graph_config(3, 4, 16, 0.1, 0.1))
+    kernels = sample_kernels(jax.random.key(4), graph)
+    tokens = sampler.sample_tokens(jax.random.key(5), graph, kernels, 16, 512)
+    per_token = np.asarray(inference.token_losses(graph, kernels, tokens), np.float64)
+    sequence = np.asarray(inference.negative_log_likelihood(graph, kernels, tokens), np.float64)
+    # Summing T float32 values by a balanced tree: error <= eps * log2(T) * sum of |values|.
+    bound = FLOAT32_EPS * math.log2(tokens.shape[1]) * np.abs(per_token).sum(axis=1)
+    assert np.all(np.abs(per_token.sum(axis=1) - sequence) <= bound)
+
+
+def test_entropy_rate_lies_between_zero_and_log_vocab():
+    vocab = 8
+    graph = GraphSpec.from_config(experiment1_graph_config(2, 3, vocab, 0.5, 0.5))
+    kernels = sample_kernels(jax.random.key(6), graph)
+    tokens = sampler.sample_tokens(jax.random.key(7), graph, kernels, 64, 128)
+    losses = np.asarray(inference.token_losses(graph, kernels, tokens))
+    assert np.all(losses >= -8 * FLOAT32_EPS)  # -log p with p <= 1, up to float32 rounding of the mass
+    rate = inference.entropy_rate(graph, kernels, tokens)
+    expected_mean = losses.mean(axis=1)
+    np.testing.assert_allclose(float(rate.nats_per_token), expected_mean.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(rate.standard_error), expected_mean.std(ddof=1) / 8, rtol=1e-4)
+    # The true rate is < log V; the sample mean exceeds it by 4 standard errors with probability < 1e-4.
+    assert 0 < float(rate.nats_per_token) < math.log(vocab) + 4 * float(rate.standard_error)
+
+
+def test_deterministic_graph_has_zero_loss():
+    """Hand-built 0/1 tables: Z[t] = (Z[t-1] + X[t-1] + 1) mod 2, X[t] = Z[t]: every token is certain."""
+    graph = GraphSpec.from_config({"nodes": [
+        {"name": "Z", "states": 2, "alpha": 1.0, "parents": ["X"]},
+        {"name": "X", "states": 2, "alpha": 1.0, "parents": ["Z"]},
+    ]})
+    step = np.zeros((2, 2, 2), np.float32)
+    for previous, token in itertools.product(range(2), range(2)):
+        step[previous, token, (previous + token + 1) % 2] = 1.0
+    kernels = {"Z": jnp.asarray(step), "X": jnp.eye(2, dtype=jnp.float32)}
+    tokens = reference.sample(np.random.default_rng(8), graph, {"Z": step, "X": np.eye(2)}, 4, 32)
+    np.testing.assert_array_equal(np.asarray(inference.token_losses(graph, kernels, tokens)), 0.0)
+    flipped = tokens.copy()
+    flipped[:, 5] = 1 - flipped[:, 5]
+    losses = np.asarray(inference.token_losses(graph, kernels, flipped))
+    assert np.all(np.isposinf(losses[:, 5:])) and np.all(losses[:, :5] == 0)
+
+
+def test_near_deterministic_dead_graph_has_near_zero_loss():
+    config = experiment1_graph_config(2, 4, 16, 1e-4, 1e-4)
+    for node in config["nodes"]:
+        node["mode"] = "dead"
+    graph = GraphSpec.from_config(config)
+    kernels = sample_kernels(jax.random.key(9), graph)
+    tokens = sampler.sample_tokens(jax.random.key(10), graph, kernels, 16, 128)
+    rate = inference.entropy_rate(graph, kernels, tokens)
+    # Dirichlet(1e-4) rows put mass ~1e-3 off their largest entry, so a few 1e-3 nats/token at most.
+    assert 0 <= float(rate.nats_per_token) < 0.02
+
+
+def test_sampled_sequences_have_finite_likelihood():
+    """Exact zeros in fullrank tables (alpha 1e-4) never make a sampled sequence impossible."""
+    graph = GraphSpec.from_config(experiment1_graph_config(3, 4, 32, 1e-4, 1e-4))
+    kernels = sample_kernels(jax.random.key(11), graph)
+    assert float(jnp.mean(kernels["X"] == 0)) > 0.5  # the case under test: most entries exactly zero
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    batches = [np.asarray(sampler.sample_tokens(jax.random.key(12), graph, kernels, 16, 64)),
+               reference.sample(np.random.default_rng(12), graph, tables, 16, 64)]
+    for tokens in batches:
+        assert np.all(np.isfinite(np.asarray(inference.log_likelihood(graph, kernels, tokens))))
+
+
+def test_out_of_range_tokens_give_nan_and_bad_shapes_raise():
+    graph, kernels, _, tokens = _tiny_case("feedback")
+    bad = tokens.copy()
+    bad[0, 2] = graph.vocab_size
+    losses = np.asarray(inference.token_losses(graph, kernels, bad))
+    assert np.isnan(losses[0, 2]) and np.all(np.isfinite(losses[1:]))
+    with pytest.raises(ValueError, match="integer array"):
+        inference.token_losses(graph, kernels, tokens[0])
+    with pytest.raises(ValueError, match="integer array"):
+        inference.token_losses(graph, kernels, tokens.astype(np.float32))
+
+
+# ---- context nodes ----------------------------------------------------------------------------------
+
+
+def _context_graph():
+    """Z (2 states, known kernel) reads X[t-1]; X's emission kernel is redrawn per sequence (context)."""
+    return GraphSpec.from_config({"nodes": [
+        {"name": "Z", "states": 2, "alpha": 0.5, "parents": ["X"]},
+        {"name": "X", "states": 3, "alpha": 0.7, "parents": ["Z"], "mode": "context"},
+    ]})
+
+
+def exact_context_log_likelihood(graph, z_table, tokens):
+    """log E_K[p(x | K)] over the Dirichlet prior of X's rows, by enumerating Z paths (float64).
+
+    Given a path, X's likelihood is a product of Dirichlet moments, one per row z:
+    E[prod_v p_v^n_v] = Gamma(V a) / Gamma(V a + N) * prod_v Gamma(a + n_v) / Gamma(a).
+    """
+    alpha, vocab = graph.node("X").alpha, graph.vocab_size
+    results = []
+    for sequence in tokens:
+        total = 0.0
+        for path in itertools.product(range(2), repeat=len(sequence)):
+            probability, previous_z, previous_x = 1.0, 0, 0
+            counts = np.zeros((2, vocab))
+            for z, x in zip(path, sequence, strict=True):
+                probability *= z_table[previous_z, previous_x, z]
+                counts[z, x] += 1
+                previous_z, previous_x = z, x
+            log_moment = sum(gammaln(vocab * alpha) - gammaln(vocab * alpha + row.sum())
+                             + np.sum(gammaln(alpha + row) - gammaln(alpha)) for row in counts)
+            total += probability * math.exp(log_moment)
+        results.append(math.log(total))
+    return np.array(results)
+
+
+def test_context_monte_carlo_agrees_with_the_exact_mixture():
+    graph = _context_graph()
+    kernels = sample_kernels(jax.random.key(13), graph)
+    z_table = np.asarray(kernels["Z"], np.float64)
+    tokens = np.array([[0, 1, 1, 2, 0, 0], [2, 2, 2, 2, 2, 2], [1, 0, 2, 1, 0, 1]])
+    exact = exact_context_log_likelihood(graph, z_table, tokens)
+    estimate = inference.context_log_likelihood(graph, kernels, tokens, jax.random.key(14), num_draws=512)
+    error = np.abs(np.asarray(estimate.log_likelihood) - exact)
+    standard_error = np.asarray(estimate.standard_error)
+    # Normal approximation of log-mean-exp: |error| <= 4 se fails with probability ~6e-5 per sequence;
+    # Jensen's bias is about se^2 / 2, added to the bound.
+    assert np.all(error <= 4 * standard_error + standard_error**2), (error, standard_error)
+    np.testing.assert_allclose(np.asarray(estimate.token_losses).sum(axis=1), -np.asarray(estimate.log_likelihood),
+                               rtol=1e-5)
+    rate = inference.entropy_rate(graph, kernels, tokens, key=jax.random.key(14), num_draws=512)
+    np.testing.assert_allclose(float(rate.nats_per_token), np.mean(-np.asarray(estimate.log_likelihood) / 6),
+                               rtol=1e-5)
+
+
+def test_context_graphs_refuse_the_exact_pass_and_need_a_key():
+    graph = _context_graph()
+    kernels = sample_kernels(jax.random.key(15), graph)
+    tokens = np.zeros((2, 3), np.int32)
+    with pytest.raises(ValueError, match="context nodes"):
+        inference.token_losses(graph, kernels, tokens)
+    with pytest.raises(ValueError, match="key=jax.random.key"):
+        inference.entropy_rate(graph, kernels, tokens)
+    plain = GraphSpec.from_config(TINY_GRAPHS["feedback"])
+    with pytest.raises(ValueError, match="no context nodes"):
+        inference.context_log_likelihood(plain, sample_kernels(jax.random.key(0), plain), tokens, jax.random.key(0))
