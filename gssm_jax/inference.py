@@ -13,8 +13,9 @@ point mass at all-zero hidden values and X[-1] = 0. One step t of the forward pa
    distribution, so float32 is enough even with exact zeros in the tables and alpha down to 1e-4.
 
 The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
-about 2 x S x sum(hidden states) flops. Sequences are processed in chunks (`lax.map`) so that a
-chunk's belief stays in cache across the time loop.
+about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
+shard per device: on a CPU with `jax_num_cpu_devices` set to the core count this uses every core),
+then advanced in chunks (`lax.map`) so that a chunk's belief stays in cache across the time loop.
 
 Units: `token_losses` and `negative_log_likelihood` are in nats (per token and per sequence);
 `log_likelihood` is `log p(x_0..x_{T-1})` in nats per sequence, so it is <= 0; `entropy_rate` is in
@@ -222,11 +223,12 @@ def _select_input(table: jax.Array, axis: int, values: jax.Array, per_sequence: 
 
 def _transition(belief: jax.Array, layout: tuple[str, ...], graph: GraphSpec, name: str, table: jax.Array,
                 previous_token: jax.Array, per_sequence: bool, contraction: str) -> jax.Array:
-    """Advances hidden node `name`, the first axis of `belief (chunk, name, *rest)`, from t-1 to t.
+    """Advances hidden node `name`, the last axis of `belief (chunk, *rest, name)`, from t-1 to t.
 
-    Returns the belief on the layout `(chunk, *rest, name)`: rotating the axes keeps the contracted
-    axis first (a transposed-operand matrix product, no copy), and after every hidden node has been
-    advanced once the layout is back where it started.
+    `layout` names the belief's axes after the chunk axis. Returns the belief on the layout
+    `(chunk, name, *rest)`: the contracted axis is always the last one (the fastest contraction we
+    measured), and since the belief starts each step on the reversed `hidden_order`, it is back on
+    that layout once every hidden node has been advanced.
     """
     inputs = graph.inputs(name)
     if graph.observed in inputs:
