@@ -6,7 +6,10 @@ finds the alpha whose mean equals a target to a tolerance in the objective's uni
 1. evaluate a log-spaced grid over `bounds` (ends included). The smallest and largest grid values
    are the reachable range; a target outside it raises `UnreachableTargetError` naming the range;
 2. take the first adjacent grid pair whose values straddle the target (the bracket);
-3. refine by Illinois regula falsi in log alpha until |mean - target| <= tolerance.
+3. refine by Illinois regula falsi in log alpha until |mean - target| <= tolerance, or until the
+   bracket is narrower than `log_alpha_tolerance` (the objective jumps there: on large graphs with
+   tiny alpha the common-random-numbers objective is piecewise constant with jumps; the result is
+   then `converged=False` and reports the best trial).
 
 `calibrate` runs it on a graph's difficulty with common random numbers: every trial uses the same
 graph seeds, so the same keys draw the kernels and the data. That removes most of the noise between
@@ -87,7 +90,8 @@ class Calibration:
 
 def find_alpha(objective: Callable[[float], tuple[float, float]], target: float, *, tolerance: float,
                bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6, max_iterations: int = 30,
-               name: str = "alpha", log: Callable[[str], None] | None = None) -> Calibration:
+               log_alpha_tolerance: float = 1e-3, name: str = "alpha",
+               log: Callable[[str], None] | None = None) -> Calibration:
     """Finds alpha in `bounds` with objective(alpha) mean within `tolerance` of `target`.
 
     Args:
@@ -97,6 +101,7 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
       bounds: (lowest, highest) alpha searched, both > 0.
       grid_points: points of the initial log-spaced grid (>= 2), ends included.
       max_iterations: refinement steps after the grid.
+      log_alpha_tolerance: stop refining once the bracket is this narrow in natural-log alpha.
       name: what alpha is called, for messages.
       log: called with one progress line per trial (e.g. `print`).
 
@@ -130,21 +135,21 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
     else:
         cell = next(i for i in range(grid_points - 1) if offsets[i] * offsets[i + 1] <= 0)
         alpha = _illinois(evaluate, math.log(grid[cell]), math.log(grid[cell + 1]), offsets[cell],
-                          offsets[cell + 1], tolerance, max_iterations)
+                          offsets[cell + 1], tolerance, max_iterations, log_alpha_tolerance)
     return _result(trials, alpha, target, tolerance, name)
 
 
 def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f_low: float, f_high: float,
-              tolerance: float, max_iterations: int) -> float:
+              tolerance: float, max_iterations: int, x_tolerance: float) -> float:
     """Regula falsi with the Illinois fix on x = log alpha; returns the best alpha found."""
     best_x, best_f = (x_low, f_low) if abs(f_low) < abs(f_high) else (x_high, f_high)
     side = 0
     for _ in range(max_iterations):
         x = (x_low * f_high - x_high * f_low) / (f_high - f_low) if f_high != f_low else 0.5 * (x_low + x_high)
         f = evaluate(math.exp(x))
-        if abs(f) < abs(best_f):
+        if abs(f) <= abs(best_f):  # ties go to the latest trial, inside the narrowest bracket
             best_x, best_f = x, f
-        if abs(f) <= tolerance or x_high - x_low < 1e-9:
+        if abs(f) <= tolerance:
             break
         if f * f_high < 0:  # root between x and x_high
             x_low, f_low = x, f
@@ -156,6 +161,8 @@ def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f
             if side == 1:
                 f_low /= 2
             side = 1
+        if x_high - x_low < x_tolerance:
+            break
     return math.exp(best_x)
 
 
@@ -164,7 +171,8 @@ def _result(trials: dict[float, Evaluation], alpha: float, target: float, tolera
     evaluations = tuple(trials[a] for a in sorted(trials))
     means = np.array([e.mean for e in evaluations])
     largest_decrease = float(max(0.0, np.max(means[:-1] - means[1:]))) if len(means) > 1 else 0.0
-    chosen = trials[alpha]
+    chosen = trials[min(trials, key=lambda tried: abs(math.log(tried / alpha)))]  # exp(log(a)) may differ from a
+    alpha = chosen.alpha
     # Slope of the mean in log10 alpha across the coarsest pair of trials that straddles alpha.
     below = [e for e in evaluations if e.alpha < alpha]
     above = [e for e in evaluations if e.alpha > alpha]

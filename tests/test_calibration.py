@@ -171,3 +171,16 @@ def test_calibrate_entry_point_writes_reports(tmp_path):
     markdown = (tmp_path / "calibration.md").read_text()
     assert "entropy/small_alpha_z" in markdown and "gzip/small_alpha_x" in markdown
     assert (tmp_path / "calibration.png").stat().st_size > 0
+
+
+def test_search_stops_at_a_jump_and_says_not_converged():
+    # A step at alpha = 0.01 from 0 to 1 with target 0.5: no alpha is within tolerance, the bracket shrinks.
+    calls = []
+
+    def objective(alpha):
+        calls.append(alpha)
+        return float(alpha > 0.01), 0.0
+
+    result = calibration.find_alpha(objective, 0.5, tolerance=0.01, log_alpha_tolerance=1e-3)
+    assert not result.converged and abs(math.log(result.alpha / 0.01)) < 1e-2
+    assert len(calls) < 6 + 30  # stopped by the bracket width, not by max_iterations
