@@ -490,3 +490,23 @@ def device_batch(split: ShardedSplit, step: int, *, batch_size: int, seed: int, 
     indices = batch_indices(step, batch_size=batch_size, seed=seed, num_sequences=num_sequences)
     return jax.make_array_from_callback((batch_size, split.shape[1]), sharding,
                                         lambda index: split.take(indices[index[0]]))
+
+
+@dataclasses.dataclass(frozen=True)
+class FileBatches:
+    """The training stream from a dataset: `batch(step)` is `device_batch` of the first `num_sequences`
+    sequences of `split`, shuffled per epoch from `seed`; a drop-in for the on-the-fly stream."""
+
+    split: ShardedSplit
+    batch_size: int
+    seed: int
+    num_sequences: int
+    sharding: jax.sharding.Sharding
+
+    def __post_init__(self):
+        check_num_sequences(self.split, self.num_sequences)
+
+    def batch(self, step: int) -> jax.Array:
+        """Tokens (batch_size, length) of step `step`, rows split as `sharding` says."""
+        return device_batch(self.split, step, batch_size=self.batch_size, seed=self.seed,
+                            num_sequences=self.num_sequences, sharding=self.sharding)
