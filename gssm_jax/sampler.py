@@ -145,19 +145,33 @@ def _search_depth(states: int) -> int:
     return max(1, (states - 1).bit_length())
 
 
-def _node_thresholds(key: jax.Array, graph: GraphSpec, kernels: Kernels, name: str, rows: jax.Array) -> jax.Array:
-    """Thresholds (input_rows, states - 1) of a node, or (batch, input_rows, states - 1) for a context node."""
-    node = graph.node(name)
+def _all_thresholds(key: jax.Array, graph: GraphSpec, kernels: Kernels, rows: jax.Array) -> dict[str, jax.Array]:
+    """Thresholds of every node: (input_rows, states - 1), or (batch, input_rows, states - 1) for context nodes.
 
-    def thresholds(kernel) -> jax.Array:
-        table = kernel if node.kernel == "fullrank" else product_conditional(kernel)
-        return cumulative_thresholds(table).reshape(-1, node.states - 1)
+    Nodes with equal state counts share one `cumulative_thresholds` call (fewer ops to compile).
+    """
+    def probabilities(name: str, kernel) -> jax.Array:
+        table = kernel if graph.node(name).kernel == "fullrank" else product_conditional(kernel)
+        return table.reshape(-1, graph.node(name).states)
 
-    if node.mode != "context":
-        return thresholds(kernels[name])
-    node_index = [n.name for n in graph.nodes].index(name)
-    node_key = jax.random.fold_in(jax.random.fold_in(key, CONTEXT_TAG), node_index)
-    return jax.vmap(lambda row: thresholds(sample_node_kernel(jax.random.fold_in(node_key, row), graph, name)))(rows)
+    tables = {}
+    for index, node in enumerate(graph.nodes):
+        if node.mode != "context":
+            tables[node.name] = probabilities(node.name, kernels[node.name])
+            continue
+        node_key = jax.random.fold_in(jax.random.fold_in(key, CONTEXT_TAG), index)
+        per_sequence = jax.vmap(lambda row, name=node.name, node_key=node_key: probabilities(
+            name, sample_node_kernel(jax.random.fold_in(node_key, row), graph, name)))(rows)
+        tables[node.name] = per_sequence.reshape(-1, node.states)
+    thresholds = {}
+    for states in sorted({node.states for node in graph.nodes}):
+        group = [node.name for node in graph.nodes if node.states == states]
+        stacked = cumulative_thresholds(jnp.concatenate([tables[name] for name in group]))
+        splits = np.cumsum([tables[name].shape[0] for name in group])[:-1]
+        thresholds.update(zip(group, jnp.split(stacked, splits), strict=True))
+    batch = rows.shape[0]
+    return {name: (table.reshape(batch, -1, table.shape[-1]) if graph.node(name).mode == "context" else table)
+            for name, table in thresholds.items()}
 
 
 def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size: int, length: int, *,
@@ -190,13 +204,14 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
 
     # Per level (nodes drawn together), one flat table of every node's thresholds padded to
     # 2**depth - 1 columns, so that each binary-search step is a single gather for the level.
+    all_thresholds = _all_thresholds(key, graph, kernels, rows)
     levels = []
     for level in _levels(graph):
         depth = max(_search_depth(graph.node(name).states) for name in level)
         width = 2**depth - 1
         pieces, bases, position = [], {}, 0
         for name in level:
-            thresholds = _node_thresholds(key, graph, kernels, name, rows)
+            thresholds = all_thresholds[name]
             pad = [(0, 0)] * (thresholds.ndim - 1) + [(0, width - thresholds.shape[-1])]
             pieces.append(jnp.pad(thresholds, pad, constant_values=SATURATED).reshape(-1))
             per_sequence = local_rows * np.int32(thresholds.shape[-2] * width) if thresholds.ndim == 3 else 0
@@ -230,7 +245,7 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
         high, low = threefry_2x32((bits_key[0], bits_key[1]), rows[:, None], counters[None, :])
         words = jnp.stack([high, low], axis=-1).reshape(batch_size, CHUNK_STEPS, len(names))
         words = jnp.minimum(jnp.swapaxes(words, 0, 1), LARGEST_WORD)
-        return lax.scan(step, previous, words, unroll=True)
+        return lax.scan(step, previous, words)
 
     initial = {name: jnp.zeros((batch_size,), jnp.int32) for name in names}
     _, emitted = lax.scan(chunk, initial, jnp.arange(num_chunks, dtype=jnp.uint32))

@@ -103,6 +103,7 @@ def test_transition_frequencies_experiment1_shape():
         assert _chi_square_p_value(_transition_counts(graph, name, tokens, latents), table) > FALSE_FAILURE_RATE
 
 
+@pytest.mark.slow  # ~3 compilations; CPU compile time dominates
 def test_transition_frequencies_same_step_chain_with_product_kernels():
     # Z1 -> Z2 at the same step, X[t-1] -> Z1, X reads Z2 only; all product kernels.
     graph = _graph([
@@ -148,6 +149,7 @@ def test_latents_are_consistent_with_tokens_for_tiny_alpha():
         assert np.all(counts[table == 0] == 0), f"{name} took a value of probability 0"
 
 
+@pytest.mark.slow  # ~3 compilations; CPU compile time dominates
 def test_dead_and_slow_modes():
     graph = _graph([
         {"name": "Z1", "states": 4, "alpha": 0.1, "parents": ["X"], "mode": "slow"},
@@ -164,6 +166,7 @@ def test_dead_and_slow_modes():
     assert np.mean(z[:, 1:] == z[:, :-1]) > 0.5
 
 
+@pytest.mark.slow  # ~3 compilations; CPU compile time dominates
 def test_context_kernels_differ_between_sequences():
     # Z is stuck at 0 (dead, alpha 1e-3: column 0 has ~all the mass), so each sequence's tokens are
     # i.i.d. from one row of X's kernel: its own row for context, a shared row otherwise.
