@@ -36,6 +36,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
     workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
+    cli.quiet_library_logs()
     start = time.time()
     failed = []
     if not _REPORT_ONLY.value:
