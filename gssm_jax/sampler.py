@@ -217,7 +217,9 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
             per_sequence = local_rows * np.int32(thresholds.shape[-2] * width) if thresholds.ndim == 3 else 0
             bases[name] = np.int32(position) + per_sequence
             position += pieces[-1].shape[0]
-        levels.append((level, depth, width, jnp.concatenate(pieces), bases))
+        # The barrier materialises the table once, before the loop: otherwise XLA may fuse the
+        # padding and concatenation into the gathers and redo them over the whole table every step.
+        levels.append((level, depth, width, lax.optimization_barrier(jnp.concatenate(pieces)), bases))
 
     def input_row(name: str, current: dict, previous: dict) -> jax.Array:
         values = [previous[p] if p in (name, graph.observed) else current[p] for p in graph.inputs(name)]
