@@ -67,8 +67,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.batch_size = 256 if paper else 16 if tiny else 32
     # Tokens per sequence (T).
     config.data.length = 2048 if paper else 32 if tiny else 128
-    # Seed of the training stream; step s trains on sequences sampled from fold_in(key(data_seed), s).
+    # Seed of the training stream; step s trains on sequences sampled from fold_in(key(data_seed), s)
+    # (source "onfly"), or on the rows of step s of the per-epoch shuffle seeded by data_seed (source "file").
     config.data.data_seed = 1
+    # "onfly": fresh sequences every step; "file": a dataset written by python -m experiments.generate_data.
+    config.data.source = "onfly"
+    # Dataset directory (source "file"); its graph, kernel seed (config.seed) and length must match this config.
+    config.data.path = ml_collections.config_dict.placeholder(str)
+    # Training sequences used (source "file"): the first num_sequences of the train split; 0 = all of them.
+    config.data.num_sequences = 0
+    # Recompute the dataset's sha256 checksums at start (source "file"); False skips reading it all once.
+    config.data.verify = True
 
     config.model = ml_collections.ConfigDict()
     # Residual stream width d_model; divisible by heads, with an even head size.

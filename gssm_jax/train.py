@@ -21,10 +21,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 from flax import nnx
 
+from gssm_jax import data as datasets
 from gssm_jax import evaluation, metrics, parallel
 from gssm_jax.checkpoint import Checkpoints
 from gssm_jax.graph import GraphSpec
@@ -33,6 +35,7 @@ from gssm_jax.models import transformer
 from gssm_jax.sampler import sample_tokens
 
 SCHEDULES = ("cosine", "constant")
+SOURCES = ("onfly", "file")
 
 
 class ConfigError(ValueError):
@@ -164,7 +167,42 @@ def _validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
             raise ConfigError(f"config.train.{field}={config.train[field]} must be >= 1")
     if config.data.length < 1:
         raise ConfigError(f"config.data.length={config.data.length} must be >= 1")
+    if config.data.source not in SOURCES:
+        raise ConfigError(f"config.data.source={config.data.source!r}; valid sources are {', '.join(SOURCES)}")
+    if config.data.source == "file" and not config.data.path:
+        raise ConfigError("config.data.source='file' needs config.data.path=DIR, a dataset written by "
+                          "python -m experiments.generate_data")
     return graph, shape
+
+
+def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: jax.sharding.Mesh):
+    """`(kernels, stream with .batch(step), held-out tokens, identity of the held-out set)` of config.data.source.
+
+    "onfly": kernels from config.seed, fresh sequences every step, held-out set from config.eval.eval_seed.
+    "file": the dataset at config.data.path (checked against config.graph, data.length and seed): its kernels,
+    a per-epoch shuffle (seed config.data.data_seed) of its first config.data.num_sequences training sequences
+    (0: all), and the first config.eval.num_sequences sequences of its test split.
+    """
+    if config.data.source == "onfly":
+        kernels = sample_kernels(jax.random.key(config.seed), graph)
+        stream = TrainingData(graph, kernels, config.data.batch_size, config.data.length,
+                              jax.random.key(config.data.data_seed), mesh)
+        eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
+                                                config.eval.eval_seed)
+        identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
+                    "num_sequences": config.eval.num_sequences, "length": config.data.length}
+        return kernels, stream, eval_tokens, identity
+    dataset = datasets.load_dataset(config.data.path, verify=config.data.verify)
+    datasets.check_compatible(dataset, config.graph, config.data.length, seed=config.seed)
+    if config.eval.num_sequences > len(dataset.test):
+        raise ConfigError(f"config.eval.num_sequences={config.eval.num_sequences} exceeds the {len(dataset.test)} "
+                          f"test sequences of {config.data.path}; lower it or generate a larger test split")
+    stream = datasets.FileBatches(dataset.train, config.data.batch_size, config.data.data_seed,
+                                  config.data.num_sequences or len(dataset.train), parallel.batch_sharded(mesh))
+    eval_tokens = jnp.asarray(dataset.test.take(np.arange(config.eval.num_sequences)))
+    identity = {"dataset_test_sha256": [entry["sha256"] for entry in dataset.meta["shards"]["test"]],
+                "num_sequences": config.eval.num_sequences}
+    return jax.tree.map(jnp.asarray, dataset.kernels), stream, eval_tokens, identity
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -183,9 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     graph, shape = _validate(config, mesh)
     num_steps, train_config = config.train.num_steps, config.train
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
-    kernels = sample_kernels(jax.random.key(config.seed), graph)
-    data = TrainingData(graph, kernels, config.data.batch_size, config.data.length,
-                        jax.random.key(config.data.data_seed), mesh)
+    kernels, data, eval_tokens, identity = training_source(config, graph, mesh)
     graphdef, state = init_state(shape, config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
     num_parameters = transformer.count_parameters(state["params"])
@@ -202,10 +238,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = metrics.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
     elapsed_offset = writer.last_record["elapsed_s"] if writer.last_record else 0.0
 
-    eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
-                                            config.eval.eval_seed)
-    identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
-                "num_sequences": config.eval.num_sequences, "length": config.data.length}
     optimal_losses = evaluation.cached_optimal_losses(workdir, graph, kernels, eval_tokens, identity)
     model_losses = evaluation.make_model_losses(graphdef, mesh, min(config.data.batch_size, config.eval.num_sequences))
     eval_steps, eval_curves = metrics.load_per_position(workdir, start_step, config.data.length)
