@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-WORKDIR ?= runs/main
+WORKDIR ?= runs/experiment1
 
 .PHONY: run test test-slow lint benchmarks clean
 
@@ -14,7 +14,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/python -m experiments.difficulty --workdir=$(WORKDIR)
+	$(BIN)/python -m experiments.experiment1 --config=configs/experiment1.py:size=cpu --workdir=$(WORKDIR)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -91,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Training fields (graph, seed, data, model, optimizer, train, eval, ...) from the base config.
     config = base.get_config(f"size={size}")
     config.data.batch_size = 64 if paper else 32
-    config.train.num_steps = 2000 if paper else 150
+    config.train.num_steps = 2000 if paper else 300
     config.train.log_every = 100 if paper else 25
     config.train.eval_every = 500 if paper else 50
     config.train.checkpoint_every = 500 if paper else 75
