@@ -27,6 +27,10 @@ lint: $(BIN)/.installed
 
 benchmarks: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.sampler
+	$(BIN)/python -m benchmarks.forward
+	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.data
+	$(BIN)/python -m benchmarks.calibration
 
 clean:
 	rm -rf $(VENV) *.egg-info
