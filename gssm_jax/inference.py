@@ -45,6 +45,8 @@ from gssm_jax.kernels import Kernels, conditional_table, sample_node_kernel
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
 CHUNK_BYTES = 2**22
 DEFAULT_NUM_DRAWS = 64
+# Independent hidden chains are advanced in blocks of nodes with at most this many joint values.
+BLOCK_STATES = 16
 
 
 class EntropyRate(NamedTuple):
@@ -298,6 +300,77 @@ def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
     return losses.T
 
 
+def _independent_chains(graph: GraphSpec) -> bool:
+    """Whether every hidden node reads only its own previous value and X[t-1] (no same-step parents)."""
+    return all(set(graph.inputs(name)) <= {name, graph.observed} for name in graph.hidden_order)
+
+
+def _blocks(graph: GraphSpec) -> tuple[tuple[str, ...], ...]:
+    """Consecutive hidden nodes grouped while their joint state count stays <= `BLOCK_STATES`."""
+    blocks, current, size = [], [], 1
+    for name in graph.hidden_order:
+        states = graph.node(name).states
+        if current and size * states > BLOCK_STATES:
+            blocks.append(tuple(current))
+            current, size = [], 1
+        current.append(name)
+        size *= states
+    return (*blocks, tuple(current))
+
+
+def _block_transition(graph: GraphSpec, tables: dict[str, jax.Array], block: tuple[str, ...]) -> jax.Array:
+    """`(V, s, s)`: `p(block[t] = j | block[t-1] = i, X[t-1] = x)`, the Kronecker product of the nodes'
+    `(own previous, next)` matrices; joint values C-order over `block`, s their count."""
+    matrix = jnp.ones((graph.vocab_size, 1, 1), jnp.result_type(*tables.values()))
+    for name in block:
+        table, inputs = tables[name], graph.inputs(name)
+        if graph.observed in inputs:
+            node_matrix = jnp.moveaxis(table, inputs.index(graph.observed), 0)
+        else:
+            node_matrix = jnp.broadcast_to(table, (graph.vocab_size, *table.shape))
+        rows, states = matrix.shape[1], node_matrix.shape[1]
+        matrix = (matrix[:, :, None, :, None] * node_matrix[:, None, :, None, :]).reshape(
+            graph.vocab_size, rows * states, rows * states)
+    return matrix
+
+
+def _forward_chunk_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                          unroll: int) -> jax.Array:
+    """`_forward_chunk` for graphs of independent chains (`_independent_chains`), no per-sequence tables.
+
+    The transition of a block of nodes for a known X[t-1] is a Kronecker product, precomputed for
+    every token value (`_block_transition`). The belief is flat, `(chunk, S)`, C-order over the
+    blocks in reverse: contracting the last block with its `(chunk, s, s)` matrix (a batched matrix
+    product) and putting the new value first leaves the layout as it started once all blocks moved.
+    """
+    chunk = tokens.shape[0]
+    dtype = jnp.result_type(*tables.values())
+    blocks = _blocks(graph)
+    transitions = [_block_transition(graph, tables, block) for block in blocks]
+    layout = tuple(name for block in blocks[::-1] for name in block)
+    sizes = tuple(graph.node(name).states for name in layout)
+    states = math.prod(sizes)
+    emission_rows = _arrange(jnp.moveaxis(tables[graph.observed], -1, 0), graph.inputs(graph.observed), layout)
+    emission = jnp.broadcast_to(emission_rows, (graph.vocab_size, *sizes)).reshape(graph.vocab_size, states)
+    belief = jnp.zeros((chunk, states), dtype).at[:, 0].set(1)
+    previous_tokens = jnp.concatenate([jnp.zeros((chunk, 1), tokens.dtype), tokens[:, :-1]], axis=1)
+
+    def step(belief, token_pair):
+        previous_token, token = token_pair
+        for transition in transitions:
+            matrix = transition[previous_token]  # (chunk, previous, next)
+            block_states = matrix.shape[1]
+            belief = lax.dot_general(matrix, belief.reshape(chunk, -1, block_states),
+                                     (((1,), (2,)), ((0,), (0,)))).reshape(chunk, states)
+        belief = belief * jnp.take(emission, token, axis=0, mode="fill", fill_value=jnp.nan)
+        mass = _pairwise_sum(belief)[:, None]
+        belief = jnp.where(mass > 0, belief / mass, belief)
+        return belief, -jnp.log(mass[:, 0])
+
+    _, losses = lax.scan(step, belief, (previous_tokens.T, tokens.T), unroll=unroll)
+    return losses.T
+
+
 def _chunk_size(graph: GraphSpec, per_device: int, itemsize: int) -> int:
     return max(1, min(per_device, CHUNK_BYTES // (graph.num_latent_states * itemsize)))
 
@@ -340,6 +413,8 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
 
         def run(chunk_inputs):
             chunk_tokens, chunk_tables = chunk_inputs
+            if not per_sequence and _independent_chains(graph):
+                return _forward_chunk_blocks(graph, shared, chunk_tokens, _unroll(graph))
             return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, _unroll(graph),
                                   _contraction(graph))
 

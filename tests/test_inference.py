@@ -142,6 +142,33 @@ def test_matches_dense_forward_pass_on_a_small_graph():
     np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
 
 
+
+def test_independent_chains_in_several_blocks_match_dense_forward_pass():
+    """The Kronecker-block path: uneven blocks (Z1, Z2) and (Z3), a node without X, X reading a subset."""
+    config = {"nodes": [
+        {"name": "Z1", "states": 3, "alpha": 0.2, "parents": ["X"]},
+        {"name": "Z2", "states": 4, "alpha": 0.2, "parents": ["X"], "kernel": "product"},
+        {"name": "Z3", "states": 2, "alpha": 0.3, "parents": []},
+        {"name": "X", "states": 5, "alpha": 0.1, "parents": ["Z3", "Z1"]},
+    ]}
+    graph = GraphSpec.from_config(config)
+    assert inference._independent_chains(graph) and len(inference._blocks(graph)) == 2
+    kernels = sample_kernels(jax.random.key(4), graph)
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    tokens = reference.sample(np.random.default_rng(4), graph, tables, 5, 32)
+    expected = numpy_dense_losses(graph, tables, tokens)
+    with jax.enable_x64(True):
+        kernels64 = jax.tree.map(lambda table: jnp.asarray(table, jnp.float64), kernels)
+        tables64 = {n: np.asarray(t) for n, t in conditional_tables(graph, kernels64).items()}
+        expected64 = numpy_dense_losses(graph, tables64, tokens)
+        losses64 = np.asarray(inference.token_losses(graph, kernels64, tokens))
+    # float64: as test_token_losses_match_brute_force_in_float64, 100 * S * T eps bounds the rounding.
+    np.testing.assert_allclose(losses64, expected64, rtol=0, atol=100 * graph.num_latent_states * tokens.size
+                               * FLOAT64_EPS)
+    losses = np.asarray(inference.token_losses(graph, kernels, tokens))
+    # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
+    np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
+
 def test_token_dtypes_give_the_same_losses():
     graph, kernels, _, tokens = _tiny_case("feedback", batch=4, length=6)
     results = [np.asarray(inference.token_losses(graph, kernels, tokens.astype(dtype)))
