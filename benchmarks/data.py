@@ -9,7 +9,9 @@ Rows:
 * numpy reference -> disk: the seed-order numpy sampler (`gssm_jax.reference`) writing the same
   number of sequences as uint8 .npy with fsync, in batches of `shard_size`;
 * device_batch from file: one training batch (shuffled rows of the memory-mapped train split placed on
-  every device) vs `sample_tokens` of the same batch on the fly (compiled, blocked until ready).
+  every device) vs `sample_tokens` of the same batch on the fly (compiled, blocked until ready);
+* training from file vs on the fly: the same model (`configs/base.py`, size=cpu) trained for
+  `--train_steps` steps from each source; tokens/s of the last logged interval (after compilation).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import time
 import jax
 import numpy as np
 
-from gssm_jax import data, parallel, reference
+from configs.base import get_config
+from gssm_jax import data, metrics, parallel, reference, train
 from gssm_jax.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.kernels import sample_kernels
 from gssm_jax.sampler import sample_tokens
@@ -52,12 +55,32 @@ def _batch_seconds(make_batch, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _training_tokens_per_second(scratch: pathlib.Path, source: str, steps: int) -> float:
+    """Steady-state training tokens/s of the size=cpu base config reading from `source`."""
+    config = get_config("size=cpu")
+    config.train.num_steps = steps
+    config.train.log_every = steps // 3
+    config.train.eval_every = steps
+    config.train.checkpoint_every = steps
+    config.optimizer.warmup_steps = 0
+    if source == "file":
+        path = scratch / "training_dataset"
+        data.generate_dataset(path, config.graph, seed=config.seed, data_seed=config.data.data_seed,
+                              num_train=1024, num_test=config.eval.num_sequences, length=config.data.length,
+                              shard_size=256)
+        config.data.source, config.data.path = "file", str(path)
+    workdir = scratch / f"train_{source}"
+    train.train_and_evaluate(config, str(workdir))
+    return metrics.read_metrics(str(workdir))[-1]["train/tokens_per_second"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_sequences", type=int, default=2048, help="training sequences generated")
     parser.add_argument("--length", type=int, default=2048, help="tokens per sequence")
     parser.add_argument("--shard_size", type=int, default=512, help="sequences per shard (sampled at once)")
     parser.add_argument("--batch_size", type=int, default=64, help="training batch for the read-vs-sample rows")
+    parser.add_argument("--train_steps", type=int, default=60, help="steps of each training-throughput run")
     args = parser.parse_args()
     graph_config = experiment1_graph_config(4, 4, 32, alpha_x=1e-3, alpha_z=0.125)
     graph = GraphSpec.from_config(graph_config)
@@ -83,6 +106,8 @@ def main() -> None:
         sample_seconds = _batch_seconds(lambda step: sample_tokens(
             jax.random.fold_in(jax.random.key(1), step), graph, kernels, args.batch_size, args.length,
             sharding=sharding), repeats=5)
+        training = {source: _training_tokens_per_second(scratch, source, args.train_steps)
+                    for source in ("onfly", "file")}
 
     print(f"4x4-state / V=32 graph, T={args.length}, {args.num_sequences} sequences ({megabytes:.0f} MB uint8), "
           f"shard_size={args.shard_size}, {jax.device_count()} {jax.devices()[0].platform} device(s)\n")
@@ -103,6 +128,12 @@ def main() -> None:
     print(f"| sample_tokens on the fly | {1e3 * sample_seconds:.1f} | {sample_rate:,.0f} | 1.00x |")
     print(f"| device_batch from file | {1e3 * read_seconds:.1f} | {args.batch_size / read_seconds:,.0f} | "
           f"{sample_seconds / read_seconds:.2f}x |")
+
+    print("\nTraining, same model (configs/base.py size=cpu), tokens/s of the last logged interval:\n")
+    print("| source | tokens/s | ratio |")
+    print("| --- | ---: | ---: |")
+    for source in ("onfly", "file"):
+        print(f"| {source} | {training[source]:,.0f} | {training[source] / training['onfly']:.2f}x |")
 
 
 if __name__ == "__main__":
