@@ -229,3 +229,13 @@ def test_errors_name_the_field():
         sampler.sample_tokens(jax.random.key(0), graph, kernels, 12, 4, sharding=sharding)
     with pytest.raises(ValueError, match="length must be a positive integer"):
         sampler.sample_tokens(jax.random.key(0), graph, kernels, 8, 0)
+
+
+def test_single_hidden_node_graph_compiles_and_follows_its_table():
+    # Regression: an intermediate sampler's compile ran away on a graph with one hidden node.
+    graph = GraphSpec.from_config(experiment1_graph_config(1, 2, 5, 0.5, 0.5))
+    kernels = sample_kernels(jax.random.key(0), graph)
+    tokens, latents = sampler.sample_tokens(jax.random.key(1), graph, kernels, 8, 16, return_latents=True)
+    assert tokens.shape == (8, 16) and tokens.dtype == jnp.uint8
+    emission = np.asarray(conditional_table(graph, kernels, "X"))
+    assert np.all(emission[np.asarray(latents["Z1"]), np.asarray(tokens)] > 0)
