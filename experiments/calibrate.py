@@ -78,8 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json_atomic(os.path.join(workdir, "calibration.json"), result)
     markdown = report_markdown(result, math.log2(measurer.batches(reference)[0].vocab_size))
-    with open(os.path.join(workdir, "calibration.md"), "w") as file:
-        file.write(markdown)
+    metrics.write_text_atomic(os.path.join(workdir, "calibration.md"), markdown)
     plot_curves(pairs, os.path.join(workdir, "calibration.png"), title=family.name)
     log(markdown)
     return result

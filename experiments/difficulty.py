@@ -12,14 +12,13 @@ The last column shows that gzip-matched pairs are not entropy-matched.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import numpy as np
 from absl import app, flags
 
-from gssm_jax import difficulty, reference
+from gssm_jax import difficulty, metrics, reference
 from gssm_jax.cli import parse_flags, resolve_workdir
 from gssm_jax.graph import GraphSpec
 from gssm_jax.graph_families import get_family
@@ -82,13 +81,6 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: str, text: str) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -106,8 +98,8 @@ def main(argv: list[str]) -> None:
         print(f"    done after {time.perf_counter() - started:.0f} s", flush=True)
     table = _markdown(rows)
     print(table)
-    _write_atomically(os.path.join(workdir, "difficulty.json"), json.dumps(rows, indent=2))
-    _write_atomically(os.path.join(workdir, "difficulty.md"), table)
+    metrics.write_json_atomic(os.path.join(workdir, "difficulty.json"), rows)
+    metrics.write_text_atomic(os.path.join(workdir, "difficulty.md"), table)
     print(f"wrote {workdir}/difficulty.md and difficulty.json")
 
 

@@ -67,9 +67,6 @@ def run_data_sweep(config: ml_collections.ConfigDict, workdir: str, log: Callabl
         rows.append({"num_sequences": num_sequences, "epochs": epochs, **{key: result[key] for key in RESULT_KEYS}})
     metrics.write_json_atomic(os.path.join(workdir, "data_sweep.json"), rows)
     table = markdown_table(rows)
-    temporary = os.path.join(workdir, "data_sweep.md.tmp")
-    with open(temporary, "w") as file:
-        file.write(table)
-    os.replace(temporary, os.path.join(workdir, "data_sweep.md"))
+    metrics.write_text_atomic(os.path.join(workdir, "data_sweep.md"), table)
     log(table)
     return rows

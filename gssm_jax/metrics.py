@@ -25,14 +25,19 @@ RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 
 
-def write_json_atomic(path: str, value: Any) -> None:
-    """Writes `value` as JSON to `path` so that a reader sees either nothing or the whole file."""
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` so that a reader sees either nothing or the whole file."""
     temporary = f"{path}.tmp"
     with open(temporary, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
+        file.write(text)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def write_json_atomic(path: str, value: Any) -> None:
+    """Writes `value` as JSON to `path` so that a reader sees either nothing or the whole file."""
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -331,6 +331,5 @@ def write_report(workdir: str, *, significance_level: float = 0.05, confidence: 
     if unfinished:
         lines += ["Unfinished runs: " + ", ".join(f"`{os.path.relpath(p, workdir)}`" for p in unfinished), ""]
     path = os.path.join(workdir, "report.md")
-    with open(path, "w") as file:
-        file.write("\n".join(lines))
+    metrics.write_text_atomic(path, "\n".join(lines))
     return path
