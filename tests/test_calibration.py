@@ -93,10 +93,11 @@ def test_entropy_objective_is_monotone_in_each_alpha():
     grid = np.geomspace(1e-4, 10.0, 6)
     for fixed, free in (({"alpha_X": 1e-3}, "alpha_Z"), ({"alpha_Z": 1e-3}, "alpha_X")):
         means = [e.mean for e in calibration.curve(measurer, fixed=fixed, free=free, alphas=grid, measure="entropy")]
-        # Non-decreasing everywhere (at alpha = 1e-4 both sides are deterministic: exactly 0 bits) and
-        # strictly increasing once above that floor.
+        # Non-decreasing everywhere, and strictly increasing once above the floor of the smallest alphas (there
+        # the rows are one-hot to float32 precision up to a rare second entry: ~0 bits, the same at 1e-4 and
+        # 1e-3 because the boost uniforms that decide each row's winner do not depend on alpha).
         assert np.all(np.diff(means) >= 0), (free, means)
-        assert np.all(np.diff(means)[np.asarray(means[:-1]) > 0] > 0), (free, means)
+        assert np.all(np.diff(means)[np.asarray(means[:-1]) > means[0]] > 0), (free, means)
 
 
 def test_calibrate_recovers_known_alpha_on_real_objective():
