@@ -1,8 +1,12 @@
 """Benchmark: the cost of difficulty trials and of a whole pair calibration on the seed's 4x4/V32 graph.
 
-  python -m benchmarks.calibration [--graph=four_by_four] [--size=cpu]
+  python -m benchmarks.calibration [--graph=four_by_four] [--size=cpu] [--nopairs]
 
 Rows:
+* drawing one seed's kernels (all nodes, the reference alphas; mean over the seeds, after compilation):
+  with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.kernels.sample_log_gamma`.
+  On eight_by_four X's kernel alone is 65536 x 64 gamma variates and dominates every trial that
+  changes alpha_X;
 * one trial = one setting measured on every seed's batch (configs/calibrate.py size): the reference is
   the seed's code path (numpy sampler `gssm_jax.reference`, then zlib-9 of each batch one after the
   other); ours samples with the JAX sampler and compresses the seeds' batches on a thread pool;
@@ -16,17 +20,20 @@ from __future__ import annotations
 
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from configs.calibrate import get_config
-from gssm_jax import difficulty, reference
+from gssm_jax import difficulty, kernels, reference
 from gssm_jax.calibration import calibrate_pair
 from gssm_jax.graph import GraphSpec
 from gssm_jax.graph_families import get_family
 
 _GRAPH = flags.DEFINE_string("graph", "four_by_four", "Graph family.")
 _SIZE = flags.DEFINE_string("size", "cpu", "configs/calibrate.py size: cpu or paper.")
+_PAIRS = flags.DEFINE_bool("pairs", True, "Also time whole pair calibrations (long on eight_by_four).")
 PAIR_BUDGET_S = 300.0
 
 
@@ -53,8 +60,24 @@ def main(argv):
         measurer = difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length)
         return lambda: measurer(alphas, measure)
 
+    def draw_kernels(dirichlet, kernel_seeds):
+        for seed in kernel_seeds:
+            for index, node in enumerate(graph.nodes):
+                key = jax.random.fold_in(jax.random.key(seed), index)
+                dirichlet(key, node.alpha, graph.kernel_shape(node.name)).block_until_ready()
+
+    def jax_loggamma_dirichlet(key, alpha, shape):
+        return jax.nn.softmax(jax.random.loggamma(key, jnp.asarray(alpha, jnp.float32), shape), axis=-1)
+
+    kernel_seconds = {}
+    for label, dirichlet in (("jax.random.loggamma (before)", jax_loggamma_dirichlet),
+                             ("kernels.sample_log_gamma (ours)", kernels.sample_dirichlet)):
+        first_s, _ = _timed(lambda d=dirichlet: draw_kernels(d, [len(seeds)]))  # another seed; includes compilation
+        kernel_seconds[label] = _timed(lambda d=dirichlet: draw_kernels(d, seeds))[0] / len(seeds)
+        print(f"one seed's kernels with {label}: {kernel_seconds[label]:.3f} s (first call {first_s:.2f} s)")
+    before = next(iter(kernel_seconds.values()))
+    rows = [(f"one seed's kernels, {label}", seconds, before) for label, seconds in kernel_seconds.items()]
     our_trial("entropy")()  # compile the sampler and the forward algorithm outside the timings
-    rows = []
     reference_s, _ = _timed(reference_trial)
     rows.append(("one gzip trial, reference (numpy sampler + sequential zlib)", reference_s, reference_s))
     rows.append(("one gzip trial, ours (JAX sampler + threaded zlib)", _timed(our_trial("gzip"))[0], reference_s))
@@ -66,7 +89,7 @@ def main(argv):
     parallel_s, _ = _timed(lambda: difficulty.parallel_map(difficulty.gzip_bytes_per_token, batches))
     rows.append(("zlib-9 of the seeds' batches, sequential", sequential_s, sequential_s))
     rows.append(("zlib-9 of the seeds' batches, thread pool", parallel_s, sequential_s))
-    for measure in ("entropy", "gzip"):
+    for measure in ("entropy", "gzip") if _PAIRS.value else ():
         measurer = difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length)
         seconds, pair = _timed(lambda m=measure, mm=measurer: calibrate_pair(
             mm, measure=m, tolerance=config.search.tolerance[m], grid_points=config.search.grid_points))
@@ -74,7 +97,7 @@ def main(argv):
             {e.alpha for e in pair.small_alpha_z.evaluations})
         rows.append((f"whole pair, {measure} ({trials} trials)", seconds, PAIR_BUDGET_S))
 
-    print(f"\n| {'what':<62} | seconds | speed-up vs reference (pair rows: vs 300 s budget) |")
+    print(f"\n| {'what':<62} | seconds | speed-up vs reference (kernel rows: vs loggamma; pairs: vs 300 s) |")
     print(f"|{'-' * 64}|---------|----------------------------------------------------|")
     for label, seconds, baseline in rows:
         print(f"| {label:<62} | {seconds:7.2f} | {baseline / seconds:50.2f} |")

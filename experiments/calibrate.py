@@ -27,6 +27,7 @@ from ml_collections import config_flags  # noqa: E402
 from gssm_jax import cli, metrics  # noqa: E402
 from gssm_jax.calibration import CalibratedPair, calibrate_pair  # noqa: E402
 from gssm_jax.difficulty import MEASURES, NATS_PER_BIT, Measurer, check_measure, compression_performance  # noqa: E402
+from gssm_jax.graph import GraphSpec  # noqa: E402
 from gssm_jax.graph_families import get_family  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/calibrate.py[:arg].",
@@ -77,7 +78,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
     }
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json_atomic(os.path.join(workdir, "calibration.json"), result)
-    markdown = report_markdown(result, math.log2(measurer.batches(reference)[0].vocab_size))
+    vocab_size = GraphSpec.from_config(family.config(*family.reference)).vocab_size
+    markdown = report_markdown(result, math.log2(vocab_size))
     metrics.write_text_atomic(os.path.join(workdir, "calibration.md"), markdown)
     plot_curves(pairs, os.path.join(workdir, "calibration.png"), title=family.name)
     log(markdown)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -103,7 +104,7 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
       max_iterations: refinement steps after the grid.
       log_alpha_tolerance: stop refining once the bracket is this narrow in natural-log alpha.
       name: what alpha is called, for messages.
-      log: called with one progress line per trial (e.g. `print`).
+      log: called with one progress line per trial (e.g. `print`): alpha, mean +- stderr, seconds taken.
 
     Raises:
       UnreachableTargetError: the target is outside the grid's [min, max] by more than `tolerance`.
@@ -116,10 +117,12 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
     trials: dict[float, Evaluation] = {}
 
     def evaluate(alpha: float) -> float:
+        start = time.perf_counter()
         mean, stderr = objective(alpha)
         trials[alpha] = Evaluation(alpha, float(mean), float(stderr))
         if log:
-            log(f"  {name}={alpha:.4g}: {mean:.4f} +- {stderr:.4f} (target {target:.4f})")
+            log(f"  trial {len(trials)}: {name}={alpha:.4g}: {mean:.4f} +- {stderr:.4f} (target {target:.4f}; "
+                f"{time.perf_counter() - start:.1f} s)")
         return float(mean) - target
 
     grid = np.geomspace(low, high, grid_points)
