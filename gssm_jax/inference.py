@@ -16,6 +16,8 @@ The (S, S) product transition is never formed: memory is O(batch x S) and the co
 about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
 shard per device: on a CPU with `jax_num_cpu_devices` set to the core count this uses every core),
 then advanced in chunks (`lax.map`) so that a chunk's belief stays in cache across the time loop.
+Each chunk takes the fastest pass that applies: `gssm_jax.chain_forward` when the hidden nodes are
+independent chains (the Experiment 1 graphs), `gssm_jax.factorised_forward` otherwise.
 
 Units: `token_losses` and `negative_log_likelihood` are in nats (per token and per sequence);
 `log_likelihood` is `log p(x_0..x_{T-1})` in nats per sequence, so it is <= 0; `entropy_rate` is in
@@ -38,6 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gssm_jax import chain_forward, factorised_forward
+from gssm_jax.factorised_forward import pairwise_sum
 from gssm_jax.graph import GraphSpec
 from gssm_jax.kernels import Kernels, conditional_table, sample_node_kernel
 
@@ -45,8 +49,9 @@ from gssm_jax.kernels import Kernels, conditional_table, sample_node_kernel
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
 CHUNK_BYTES = 2**22
 DEFAULT_NUM_DRAWS = 64
-# Independent hidden chains are advanced in blocks of nodes with at most this many joint values.
-BLOCK_STATES = 16
+# Independent hidden chains with at most this many (padded) joint values take the sequences-minor
+# pass (chain_forward.forward_minor), larger ones the Kronecker-block pass.
+MINOR_MAX_STATES = 4096
 
 
 class EntropyRate(NamedTuple):
@@ -199,191 +204,21 @@ def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
     return {name: jnp.asarray(conditional_table(graph, kernels, name)) for name in _node_names(graph)}
 
 
-# ---- the forward pass -----------------------------------------------------------------------------
-
-
-def _arrange(values: jax.Array, value_axes: tuple[str, ...], layout: tuple[str, ...]) -> jax.Array:
-    """Places `values (chunk, *value_axes)` on a belief layout `(chunk, *layout)`, size 1 elsewhere."""
-    order = sorted(range(len(value_axes)), key=lambda i: layout.index(value_axes[i]))
-    values = jnp.transpose(values, (0, *(1 + i for i in order)))
-    shape = [values.shape[0]] + [1] * len(layout)
-    for position, i in enumerate(order):
-        shape[1 + layout.index(value_axes[i])] = values.shape[1 + position]
-    return values.reshape(shape)
-
-
-def _select_input(table: jax.Array, axis: int, values: jax.Array, per_sequence: bool) -> jax.Array:
-    """Rows of `table` with input `axis` fixed to `values (chunk,)`: `(chunk, *other axes)`.
-
-    `table` is `(*axes)` shared by all sequences, or `(chunk, *axes)` when `per_sequence`.
-    """
-    if per_sequence:
-        table = jnp.moveaxis(table, 1 + axis, 1)
-        return table[jnp.arange(table.shape[0]), values]
-    return jnp.moveaxis(table, axis, 0)[values]
-
-
-def _transition(belief: jax.Array, layout: tuple[str, ...], graph: GraphSpec, name: str, table: jax.Array,
-                previous_token: jax.Array, per_sequence: bool, contraction: str) -> jax.Array:
-    """Advances hidden node `name`, the last axis of `belief (chunk, *rest, name)`, from t-1 to t.
-
-    `layout` names the belief's axes after the chunk axis. Returns the belief on the layout
-    `(chunk, name, *rest)`: the contracted axis is always the last one (the fastest contraction we
-    measured), and since the belief starts each step on the reversed `hidden_order`, it is back on
-    that layout once every hidden node has been advanced.
-    """
-    inputs = graph.inputs(name)
-    if graph.observed in inputs:
-        axis = inputs.index(graph.observed)
-        table = _select_input(table, axis, previous_token, per_sequence)
-        inputs = inputs[:axis] + inputs[axis + 1:]
-    elif not per_sequence:
-        table = table[None]
-    # table: (chunk or 1, own previous, *same-step hidden parents, own next)
-    parents = inputs[1:]
-    rest = layout[:-1]
-    if contraction == "einsum":
-        table = jnp.broadcast_to(table, (belief.shape[0], *table.shape[1:]))
-        letters = {axis_name: index + 1 for index, axis_name in enumerate(layout)}
-        next_letter = len(layout) + 1
-        return jnp.einsum(belief, [0, *letters.values()],
-                          table, [0, letters[name], *(letters[p] for p in parents), next_letter],
-                          [0, next_letter, *(letters[a] for a in rest)])
-    out_layout = (name, *rest)
-    new_belief = None
-    for value in range(graph.node(name).states):
-        rows = _arrange(table[:, value], (*parents, name), out_layout)
-        term = belief[:, None, ..., value] * rows
-        new_belief = term if new_belief is None else new_belief + term
-    return new_belief
-
-
-def _emission(graph: GraphSpec, table: jax.Array, token: jax.Array, per_sequence: bool) -> jax.Array:
-    """`p(x_t | X's parents)` for each sequence, on the belief layout; NaN for tokens outside [0, V)."""
-    if per_sequence:
-        table = jnp.moveaxis(table, -1, 1)
-        rows = jnp.take_along_axis(table, token.reshape((-1,) + (1,) * (table.ndim - 1)), axis=1,
-                                   mode="fill", fill_value=jnp.nan)[:, 0]
-    else:
-        rows = jnp.take(jnp.moveaxis(table, -1, 0), token, axis=0, mode="fill", fill_value=jnp.nan)
-    return _arrange(rows, graph.inputs(graph.observed), graph.hidden_order[::-1])
-
-
-def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                   per_sequence: frozenset[str], unroll: int, contraction: str) -> jax.Array:
-    """Token losses `(chunk, length)` in nats of one chunk of sequences `tokens (chunk, length)`.
-
-    `tables[name]` has a leading chunk axis for the names in `per_sequence`.
-    """
-    chunk = tokens.shape[0]
-    dtype = jnp.result_type(*tables.values())
-    sizes = tuple(graph.node(name).states for name in graph.hidden_order[::-1])
-    belief = jnp.zeros((chunk, math.prod(sizes)), dtype).at[:, 0].set(1).reshape((chunk, *sizes))
-    previous_tokens = jnp.concatenate([jnp.zeros((chunk, 1), tokens.dtype), tokens[:, :-1]], axis=1)
-
-    def step(belief, token_pair):
-        previous_token, token = token_pair
-        layout = graph.hidden_order[::-1]
-        for name in graph.hidden_order:
-            belief = _transition(belief, layout, graph, name, tables[name], previous_token, name in per_sequence,
-                                 contraction)
-            layout = (name, *layout[:-1])
-        belief = belief * _emission(graph, tables[graph.observed], token, graph.observed in per_sequence)
-        # A balanced tree keeps the float32 rounding of the sum over S states at O(eps log S).
-        mass = _pairwise_sum(belief.reshape(chunk, -1)).reshape((chunk,) + (1,) * len(sizes))
-        # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf) rather
-        # than 0/0 = NaN.
-        belief = jnp.where(mass > 0, belief / mass, belief)
-        return belief, -jnp.log(mass.reshape(chunk))
-
-    _, losses = lax.scan(step, belief, (previous_tokens.T, tokens.T), unroll=unroll)
-    return losses.T
-
-
-def _independent_chains(graph: GraphSpec) -> bool:
-    """Whether every hidden node reads only its own previous value and X[t-1] (no same-step parents)."""
-    return all(set(graph.inputs(name)) <= {name, graph.observed} for name in graph.hidden_order)
-
-
-def _blocks(graph: GraphSpec) -> tuple[tuple[str, ...], ...]:
-    """Consecutive hidden nodes grouped while their joint state count stays <= `BLOCK_STATES`."""
-    blocks, current, size = [], [], 1
-    for name in graph.hidden_order:
-        states = graph.node(name).states
-        if current and size * states > BLOCK_STATES:
-            blocks.append(tuple(current))
-            current, size = [], 1
-        current.append(name)
-        size *= states
-    return (*blocks, tuple(current))
-
-
-def _block_transition(graph: GraphSpec, tables: dict[str, jax.Array], block: tuple[str, ...]) -> jax.Array:
-    """`(V, s, s)`: `p(block[t] = j | block[t-1] = i, X[t-1] = x)`, the Kronecker product of the nodes'
-    `(own previous, next)` matrices; joint values C-order over `block`, s their count."""
-    matrix = jnp.ones((graph.vocab_size, 1, 1), jnp.result_type(*tables.values()))
-    for name in block:
-        table, inputs = tables[name], graph.inputs(name)
-        if graph.observed in inputs:
-            node_matrix = jnp.moveaxis(table, inputs.index(graph.observed), 0)
-        else:
-            node_matrix = jnp.broadcast_to(table, (graph.vocab_size, *table.shape))
-        rows, states = matrix.shape[1], node_matrix.shape[1]
-        matrix = (matrix[:, :, None, :, None] * node_matrix[:, None, :, None, :]).reshape(
-            graph.vocab_size, rows * states, rows * states)
-    return matrix
-
-
-def _forward_chunk_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                          unroll: int) -> jax.Array:
-    """`_forward_chunk` for graphs of independent chains (`_independent_chains`), no per-sequence tables.
-
-    The transition of a block of nodes for a known X[t-1] is a Kronecker product, precomputed for
-    every token value (`_block_transition`). The belief is flat, `(chunk, S)`, C-order over the
-    blocks in reverse: contracting the last block with its `(chunk, s, s)` matrix (a batched matrix
-    product) and putting the new value first leaves the layout as it started once all blocks moved.
-    """
-    chunk = tokens.shape[0]
-    dtype = jnp.result_type(*tables.values())
-    blocks = _blocks(graph)
-    transitions = [_block_transition(graph, tables, block) for block in blocks]
-    layout = tuple(name for block in blocks[::-1] for name in block)
-    sizes = tuple(graph.node(name).states for name in layout)
-    states = math.prod(sizes)
-    emission_rows = _arrange(jnp.moveaxis(tables[graph.observed], -1, 0), graph.inputs(graph.observed), layout)
-    emission = jnp.broadcast_to(emission_rows, (graph.vocab_size, *sizes)).reshape(graph.vocab_size, states)
-    belief = jnp.zeros((chunk, states), dtype).at[:, 0].set(1)
-    previous_tokens = jnp.concatenate([jnp.zeros((chunk, 1), tokens.dtype), tokens[:, :-1]], axis=1)
-
-    def step(belief, token_pair):
-        previous_token, token = token_pair
-        for transition in transitions:
-            matrix = transition[previous_token]  # (chunk, previous, next)
-            block_states = matrix.shape[1]
-            belief = lax.dot_general(matrix, belief.reshape(chunk, -1, block_states),
-                                     (((1,), (2,)), ((0,), (0,)))).reshape(chunk, states)
-        belief = belief * jnp.take(emission, token, axis=0, mode="fill", fill_value=jnp.nan)
-        mass = _pairwise_sum(belief)[:, None]
-        belief = jnp.where(mass > 0, belief / mass, belief)
-        return belief, -jnp.log(mass[:, 0])
-
-    _, losses = lax.scan(step, belief, (previous_tokens.T, tokens.T), unroll=unroll)
-    return losses.T
+# ---- the forward pass: sequences over devices, then chunks -------------------------------------------
 
 
 def _chunk_size(graph: GraphSpec, per_device: int, itemsize: int) -> int:
     return max(1, min(per_device, CHUNK_BYTES // (graph.num_latent_states * itemsize)))
 
 
-def _contraction(graph: GraphSpec) -> str:
-    # Measured on a 2-core CPU: explicit multiply-adds win while the belief is small (the step is
-    # dominated by per-op overhead), a batched matrix product once it is large.
-    return "multiply_add" if graph.num_latent_states <= 4096 else "einsum"
-
-
-def _unroll(graph: GraphSpec) -> int:
-    # Small graphs are dominated by the per-step loop overhead; unrolling amortises it.
-    return 4 if graph.num_latent_states <= 4096 else 1
+def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                   per_sequence: frozenset[str]) -> jax.Array:
+    """Token losses `(chunk, length)` of one chunk of sequences by the fastest pass that applies."""
+    if not per_sequence and chain_forward.independent_chains(graph):
+        if chain_forward.padded_states(graph) <= MINOR_MAX_STATES:
+            return chain_forward.forward_minor(graph, tables, tokens)
+        return chain_forward.forward_blocks(graph, tables, tokens)
+    return factorised_forward.forward_chunk(graph, tables, tokens, per_sequence)
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "per_sequence"))
@@ -413,10 +248,7 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
 
         def run(chunk_inputs):
             chunk_tokens, chunk_tables = chunk_inputs
-            if not per_sequence and _independent_chains(graph):
-                return _forward_chunk_blocks(graph, shared, chunk_tokens, _unroll(graph))
-            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, _unroll(graph),
-                                  _contraction(graph))
+            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence)
 
         return lax.map(run, (split(tokens), jax.tree.map(split, own))).reshape(per_device, length)
 
@@ -466,21 +298,12 @@ def _context_estimate(graph: GraphSpec, tables: dict[str, jax.Array], tokens: ja
 # ---- numerics -------------------------------------------------------------------------------------
 
 
-def _pairwise_sum(values: jax.Array) -> jax.Array:
-    """Sum over the last axis by a balanced tree: rounding error O(eps log n), not O(eps n)."""
-    while values.shape[-1] > 1:
-        if values.shape[-1] % 2:
-            values = jnp.concatenate([values, jnp.zeros((*values.shape[:-1], 1), values.dtype)], axis=-1)
-        values = values[..., 0::2] + values[..., 1::2]
-    return values[..., 0]
-
-
-_sequence_sums = jax.jit(_pairwise_sum)
+_sequence_sums = jax.jit(pairwise_sum)
 
 
 @jax.jit
 def _mean_and_standard_error(values: jax.Array) -> EntropyRate:
     count = values.shape[0]
-    mean = _pairwise_sum(values) / count
-    spread = jnp.sqrt(_pairwise_sum((values - mean) ** 2) / max(count - 1, 1)) if count > 1 else jnp.nan
+    mean = pairwise_sum(values) / count
+    spread = jnp.sqrt(pairwise_sum((values - mean) ** 2) / max(count - 1, 1)) if count > 1 else jnp.nan
     return EntropyRate(mean, jnp.asarray(spread / math.sqrt(count), values.dtype))

@@ -10,7 +10,7 @@ import pytest
 from scipy.special import gammaln
 
 from benchmarks.forward import numpy_dense_losses, numpy_factorised_losses
-from gssm_jax import inference, reference, sampler
+from gssm_jax import chain_forward, inference, reference, sampler
 from gssm_jax.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.kernels import conditional_tables, sample_kernels
 
@@ -143,8 +143,19 @@ def test_matches_dense_forward_pass_on_a_small_graph():
 
 
 
-def test_independent_chains_in_several_blocks_match_dense_forward_pass():
-    """The Kronecker-block path: uneven blocks (Z1, Z2) and (Z3), a node without X, X reading a subset."""
+def test_tiny_graphs_cover_the_chain_pass_and_the_general_pass():
+    """The brute-force tests above run both kinds of pass: inference dispatches on `independent_chains`."""
+    chains = {name for name, config in TINY_GRAPHS.items()
+              if chain_forward.independent_chains(GraphSpec.from_config(config))}
+    assert chains == {"feedback", "feedback_product", "dead_slow"}  # the sequences-minor chain pass
+    assert all(chain_forward.padded_states(GraphSpec.from_config(TINY_GRAPHS[name])) <= inference.MINOR_MAX_STATES
+               for name in chains)
+
+
+@pytest.mark.parametrize("chain_pass", [chain_forward.forward_minor, chain_forward.forward_blocks])
+def test_independent_chain_passes_match_dense_forward_pass(chain_pass):
+    """Uneven state counts (padded to 4 by forward_minor; blocks (Z1, Z2) and (Z3) in forward_blocks), a
+    node without X, X reading a subset of the hidden nodes."""
     config = {"nodes": [
         {"name": "Z1", "states": 3, "alpha": 0.2, "parents": ["X"]},
         {"name": "Z2", "states": 4, "alpha": 0.2, "parents": ["X"], "kernel": "product"},
@@ -152,22 +163,24 @@ def test_independent_chains_in_several_blocks_match_dense_forward_pass():
         {"name": "X", "states": 5, "alpha": 0.1, "parents": ["Z3", "Z1"]},
     ]}
     graph = GraphSpec.from_config(config)
-    assert inference._independent_chains(graph) and len(inference._blocks(graph)) == 2
+    assert chain_forward.independent_chains(graph) and len(chain_forward.blocks(graph)) == 2
     kernels = sample_kernels(jax.random.key(4), graph)
     tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
     tokens = reference.sample(np.random.default_rng(4), graph, tables, 5, 32)
     expected = numpy_dense_losses(graph, tables, tokens)
+    run = jax.jit(chain_pass, static_argnums=0)
     with jax.enable_x64(True):
         kernels64 = jax.tree.map(lambda table: jnp.asarray(table, jnp.float64), kernels)
-        tables64 = {n: np.asarray(t) for n, t in conditional_tables(graph, kernels64).items()}
-        expected64 = numpy_dense_losses(graph, tables64, tokens)
-        losses64 = np.asarray(inference.token_losses(graph, kernels64, tokens))
+        tables64 = conditional_tables(graph, kernels64)
+        expected64 = numpy_dense_losses(graph, {n: np.asarray(t) for n, t in tables64.items()}, tokens)
+        losses64 = np.asarray(run(graph, tables64, jnp.asarray(tokens, jnp.int32)))
     # float64: as test_token_losses_match_brute_force_in_float64, 100 * S * T eps bounds the rounding.
     np.testing.assert_allclose(losses64, expected64, rtol=0, atol=100 * graph.num_latent_states * tokens.size
                                * FLOAT64_EPS)
-    losses = np.asarray(inference.token_losses(graph, kernels, tokens))
+    losses = np.asarray(run(graph, conditional_tables(graph, kernels), jnp.asarray(tokens, jnp.int32)))
     # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
     np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
+
 
 def test_token_dtypes_give_the_same_losses():
     graph, kernels, _, tokens = _tiny_case("feedback", batch=4, length=6)
