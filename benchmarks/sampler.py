@@ -3,10 +3,12 @@
     python -m benchmarks.sampler            # batch 128 and 1024, length 2048, both seed graphs
     python -m benchmarks.sampler --quick    # length 256, one repeat
 
-On CPU, XLA's default thread pool can be slower than one thread on this loop of many small ops;
-compare with `XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`.
+On CPU, XLA's thread pool can be slower than one thread on this loop of many small ops, and it
+suffers most when other processes hold the cores: compare with `taskset -c 0 python -m
+benchmarks.sampler` (the numpy reference is single-threaded either way).
 
-Columns: compile time (s, first call minus a second call), tokens/s of the JAX sampler (best of the
+Columns: compile time (s, first call minus a second call), the one-off build of the inverse-CDF
+tables (`sampler.sampling_tables`, s), tokens/s of the JAX sampler given those tables (best of the
 repeats) and of `reference.sample`, their ratio, and the random-bit ceiling: the JAX sampler needs
 one 32-bit threefry word per node per token, so at the measured threefry rate (words/s, same
 implementation, no sampling) it could reach at most `rate / words_per_token` tokens/s.
@@ -60,10 +62,13 @@ def measure(name: str, batch: int, length: int, repeats: int, reference_length: 
     num_hidden, vocab = GRAPHS[name]
     graph = GraphSpec.from_config(experiment1_graph_config(num_hidden, 4, vocab, 1e-3, 0.125))
     kernels = sample_kernels(jax.random.key(0), graph)
+    jax.block_until_ready(sampler.sampling_tables(graph, kernels))
+    setup = _seconds(lambda: sampler.sampling_tables(graph, kernels), repeats)
+    tables = sampler.sampling_tables(graph, kernels)
     start = time.perf_counter()
-    jax.block_until_ready(sampler.sample_tokens(jax.random.key(1), graph, kernels, batch, length))
+    jax.block_until_ready(sampler.sample_tokens(jax.random.key(1), graph, tables, batch, length))
     first = time.perf_counter() - start
-    run = _seconds(lambda: sampler.sample_tokens(jax.random.key(2), graph, kernels, batch, length), repeats)
+    run = _seconds(lambda: sampler.sample_tokens(jax.random.key(2), graph, tables, batch, length), repeats)
     tables = {key: np.asarray(value, np.float64) for key, value in conditional_tables(graph, kernels).items()}
     reference_run = _seconds(lambda: reference.sample(np.random.default_rng(3), graph, tables, batch,
                                                       reference_length), 1)
@@ -71,8 +76,8 @@ def measure(name: str, batch: int, length: int, repeats: int, reference_length: 
     theirs = batch * reference_length / reference_run
     words_per_token = len(graph.nodes)
     ceiling = threefry_words_per_second(batch, min(length, 512), words_per_token) / words_per_token
-    return {"graph": name, "batch": batch, "compile_s": first - run, "jax": ours, "reference": theirs,
-            "ratio": ours / theirs, "ceiling": ceiling}
+    return {"graph": name, "batch": batch, "compile_s": first - run, "tables_s": setup, "jax": ours,
+            "reference": theirs, "ratio": ours / theirs, "ceiling": ceiling}
 
 
 def main() -> None:
@@ -87,15 +92,15 @@ def main() -> None:
     reference_length = min(length, 512)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, length {length}")
-    header = (f"{'graph':8} {'batch':>5} {'compile s':>9} {'JAX Mtok/s':>10} {'numpy Mtok/s':>12} {'ratio':>6} "
-              f"{'bit ceiling Mtok/s':>18} {'% of ceiling':>12}")
+    header = (f"{'graph':8} {'batch':>5} {'compile s':>9} {'tables s':>8} {'JAX Mtok/s':>10} {'numpy Mtok/s':>12} "
+              f"{'ratio':>6} {'bit ceiling Mtok/s':>18} {'% of ceiling':>12}")
     print(header)
     for name in GRAPHS:
         for batch in args.batches:
             row = measure(name, batch, length, repeats, reference_length)
-            print(f"{row['graph']:8} {row['batch']:5d} {row['compile_s']:9.2f} {row['jax'] / 1e6:10.2f} "
-                  f"{row['reference'] / 1e6:12.2f} {row['ratio']:6.1f} {row['ceiling'] / 1e6:18.1f} "
-                  f"{100 * row['jax'] / row['ceiling']:11.0f}%", flush=True)
+            print(f"{row['graph']:8} {row['batch']:5d} {row['compile_s']:9.2f} {row['tables_s']:8.3f} "
+                  f"{row['jax'] / 1e6:10.2f} {row['reference'] / 1e6:12.2f} {row['ratio']:6.1f} "
+                  f"{row['ceiling'] / 1e6:18.1f} {100 * row['jax'] / row['ceiling']:11.0f}%", flush=True)
 
 
 if __name__ == "__main__":

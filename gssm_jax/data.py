@@ -151,11 +151,13 @@ def generate_dataset(directory: str | os.PathLike, graph_config: Any, *, seed: i
             if progress:
                 progress(GenerationProgress(shard_file(split, index), done, total, True))
 
-    from gssm_jax.sampler import sample_tokens  # lazy: the sampler pulls in jit machinery
+    from gssm_jax.sampler import sample_tokens, sampling_tables  # lazy: the sampler pulls in jit machinery
+
+    tables = sampling_tables(graph, kernels)  # built once for all shards
 
     def sample(job: tuple[str, int, int]) -> jax.Array:
         split, index, rows = job
-        return sample_tokens(shard_key(data_seed, split, index), graph, kernels, rows, length,
+        return sample_tokens(shard_key(data_seed, split, index), graph, tables, rows, length,
                              sharding=_local_batch_sharding(rows))
 
     pending = [job for job in jobs if shard_file(job[0], job[1]) not in finished]

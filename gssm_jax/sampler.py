@@ -5,11 +5,12 @@ node is drawn (in `graph.hidden_order`, so same-step hidden parents are already 
 previous value, its hidden parents at t and, for a parent X, the previous token X[t-1]; then X[t]
 is drawn from its parents at t. The emitted tokens are X[0..T-1].
 
-Random bits are counter-based: node j of sequence b at step t uses one 32-bit word of
-threefry-2x32 (the generator behind `jax.random`, written here in plain uint32 ops, which XLA
-fuses and vectorises several times faster on CPU) keyed by `key` and counted by (b, t, j). They are
-therefore a pure function of (key, sequence index, step, node), so a batch is bit-identical however
-its rows are split across devices, and the first rows of a larger batch equal a smaller batch.
+Random bits are counter-based: node j of sequence b at step t uses word j % 2 of threefry-2x32
+(the generator behind `jax.random`, written here in plain uint32 ops, which XLA fuses and
+vectorises several times faster on CPU) keyed by `key` at the counter (t * ceil(nodes / 2) + j // 2,
+b). They are therefore a pure function of (key, sequence index, step, node), so a batch is
+bit-identical however its rows are split across devices, and the first rows and steps of a larger
+batch equal a smaller batch.
 
 Sampling is the inverse CDF in integers: each conditional row becomes `states - 1` uint32
 thresholds (the cumulative probabilities times 2**32), and a value is the number of thresholds
@@ -23,14 +24,19 @@ probabilities keep their relative precision); a state of probability exactly 0 i
 redrew them per batch or per step; here they are fixed within a sequence, so a model must infer
 them in context.)
 
-Performance on CPU: the loop is many small ops per step, and XLA's default CPU thread pool was
-slower on it than one thread on our 2-core machine; for throughput runs on CPU consider
-`XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`
-(see `python -m benchmarks.sampler`).
+Performance on CPU (`python -m benchmarks.sampler`): the loop body is one small fused kernel per
+node and random word, so the shape of each matters. A draw gathers its whole threshold row (up to
+`ROW_GATHER_MAX_STATES` states; one contiguous read, compares vectorised; wider rows bisect), and
+the random words are drawn one step ahead into the loop carry, which XLA always materialises (fused
+into a draw, threefry would be recomputed for every threshold of the row). Sampling many batches
+from the same kernels, pass `sampling_tables(graph, kernels)` instead of the kernels: building the
+thresholds is the only per-call setup (~0.1 s for the 8x4/V64 graph's X). XLA's CPU thread pool can
+be slower than one thread on this loop, most of all on a loaded machine: compare with `taskset -c 0`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -48,7 +54,6 @@ CONTEXT_TAG = 1
 SATURATED = np.uint32(2**32 - 1)  # a threshold no (clamped) random word reaches: probability mass 0 above it
 LARGEST_WORD = np.uint32(2**32 - 2)  # random words are clamped here so SATURATED is never <= a word
 LARGEST_FLOAT_BELOW_2_32 = np.float32(2**32 - 256)
-CHUNK_STEPS = 8  # time steps whose random words are drawn in one vectorised call (even)
 THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 THREEFRY_PARITY = np.uint32(0x1BD11BDA)
 
@@ -96,28 +101,35 @@ def cumulative_thresholds(probabilities: jax.Array) -> jax.Array:
     states = probabilities.shape[-1]
     columns = probabilities.reshape(-1, states).astype(jnp.float32).T  # (states, rows)
     scale = np.float32(2**32) / jnp.sum(columns, axis=0)
+    mode = jnp.argmax(columns, axis=0)
+    zeros = jnp.zeros(columns.shape[1:], jnp.float32)
 
-    # One sequential pass up (head sums) and one down (tail sums); a loop compiles to one small body.
-    def both_ends(carry, probability):
-        head, head_threshold, tail, tail_threshold = carry
-        head_probability, tail_probability = probability
-        head = head + head_probability
+    # Two sequential passes (a loop compiles to one small body): up through the head sums, then
+    # down through the tail sums, which also merges the two at the row's mode.
+    def head_pass(carry, probability):
+        head, head_threshold = carry
+        head = head + probability
         threshold = jnp.minimum(jnp.floor(head * scale), LARGEST_FLOAT_BELOW_2_32).astype(jnp.uint32)
-        head_threshold = jnp.where(head_probability > 0, jnp.maximum(head_threshold, threshold), head_threshold)
-        tail = tail + tail_probability
+        head_threshold = jnp.where(probability > 0, jnp.maximum(head_threshold, threshold), head_threshold)
+        return (head, head_threshold), head_threshold
+
+    _, from_head = lax.scan(head_pass, (zeros, jnp.zeros(zeros.shape, jnp.uint32)), columns[:-1])
+    # Rounding may put the mode's upper threshold below its lower one: clamp (the mode has p >= 1/states).
+    floor_at_mode = jnp.where(mode > 0, jnp.take_along_axis(from_head, jnp.maximum(mode - 1, 0)[None], axis=0)[0],
+                              np.uint32(0))
+
+    def tail_pass(carry, inputs):
+        tail, tail_threshold = carry
+        probability, head_threshold, index = inputs
+        tail = tail + probability
         mass = jnp.minimum(jnp.ceil(tail * scale), LARGEST_FLOAT_BELOW_2_32).astype(jnp.uint32)
         threshold = jnp.where(mass == 0, SATURATED, np.uint32(0) - mass)
-        tail_threshold = jnp.where(tail_probability > 0, jnp.minimum(tail_threshold, threshold), tail_threshold)
-        return (head, head_threshold, tail, tail_threshold), (head_threshold, tail_threshold)
+        tail_threshold = jnp.where(probability > 0, jnp.minimum(tail_threshold, threshold), tail_threshold)
+        merged = jnp.where(index < mode, head_threshold, jnp.maximum(tail_threshold, floor_at_mode))
+        return (tail, tail_threshold), merged
 
-    zeros = jnp.zeros(columns.shape[1:], jnp.float32)
-    initial = (zeros, jnp.zeros(zeros.shape, jnp.uint32), zeros, jnp.full(zeros.shape, SATURATED))
-    _, (from_head, from_tail) = lax.scan(both_ends, initial, (columns[:-1], columns[:0:-1]))
-    from_tail = from_tail[::-1]
-    below_mode = jnp.arange(states - 1)[:, None] < jnp.argmax(columns, axis=0)
-    # Rounding may put the mode's upper threshold below its lower one: clamp (the mode has p >= 1/states).
-    floor_at_mode = jnp.max(jnp.where(below_mode, from_head, np.uint32(0)), axis=0)
-    thresholds = jnp.where(below_mode, from_head, jnp.maximum(from_tail, floor_at_mode))
+    _, thresholds = lax.scan(tail_pass, (zeros, jnp.full(zeros.shape, SATURATED)),
+                             (columns[1:], from_head, jnp.arange(states - 1)), reverse=True)
     return thresholds.T.reshape(*probabilities.shape[:-1], states - 1)
 
 
@@ -126,52 +138,108 @@ def token_dtype(vocab_size: int) -> jnp.dtype:
     return jnp.dtype(jnp.uint8) if vocab_size <= 256 else jnp.dtype(jnp.int32)
 
 
-def _levels(graph: GraphSpec) -> tuple[tuple[str, ...], ...]:
-    """Hidden nodes grouped into same-step generations (each reads only earlier ones), then (X,)."""
-    level: dict[str, int] = {}
-    for name in graph.hidden_order:
-        hidden_parents = [p for p in graph.node(name).parents if p != graph.observed]
-        level[name] = 1 + max((level[p] for p in hidden_parents), default=-1)
-    groups = [tuple(n for n in graph.hidden_order if level[n] == i) for i in range(max(level.values(), default=-1) + 1)]
-    return (*groups, (graph.observed,))
+ROW_GATHER_MAX_STATES = 128  # up to this many states a draw compares the whole threshold row; above, it bisects
 
 
 def _strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(math.prod(sizes[axis + 1:])) for axis in range(len(sizes)))
 
 
-def _search_depth(states: int) -> int:
-    """Binary-search steps that resolve `states` values (2**depth >= states)."""
-    return max(1, (states - 1).bit_length())
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SamplingTables:
+    """Inverse-CDF thresholds of a graph's fixed-kernel nodes, computed once per kernels.
 
+    Pass it to `sample_tokens` in place of the kernels when sampling many batches from the same
+    kernels: building the thresholds is the sampler's only per-call setup and costs ~0.1 s on the
+    8x4/V64 graph (65,536 x 63 thresholds for X). Context nodes are not held: they are redrawn per
+    sequence from the sampling key.
 
-def _all_thresholds(key: jax.Array, graph: GraphSpec, kernels: Kernels, rows: jax.Array) -> dict[str, jax.Array]:
-    """Thresholds of every node: (input_rows, states - 1), or (batch, input_rows, states - 1) for context nodes.
-
-    Nodes with equal state counts share one `cumulative_thresholds` call (fewer ops to compile).
+    Attributes:
+      thresholds: `{name: uint32 (input_rows, states - 1)}` for every non-context node.
     """
-    def probabilities(name: str, kernel) -> jax.Array:
-        table = kernel if graph.node(name).kernel == "fullrank" else product_conditional(kernel)
-        return table.reshape(-1, graph.node(name).states)
 
-    tables = {}
+    thresholds: dict[str, jax.Array]
+
+
+def _probability_rows(graph: GraphSpec, name: str, kernel) -> jax.Array:
+    table = kernel if graph.node(name).kernel == "fullrank" else product_conditional(kernel)
+    return table.reshape(-1, graph.node(name).states)
+
+
+def _grouped_thresholds(graph: GraphSpec, rows: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`cumulative_thresholds` of each `{name: (n, states)}`; equal state counts share one call."""
+    thresholds = {}
+    for states in sorted({graph.node(name).states for name in rows}):
+        group = [name for name in rows if graph.node(name).states == states]
+        stacked = cumulative_thresholds(jnp.concatenate([rows[name] for name in group]))
+        splits = np.cumsum([rows[name].shape[0] for name in group])[:-1]
+        thresholds.update(zip(group, jnp.split(stacked, splits), strict=True))
+    return thresholds
+
+
+@functools.partial(jax.jit, static_argnames="graph")
+def sampling_tables(graph: GraphSpec, kernels: Kernels) -> SamplingTables:
+    """The thresholds of every non-context node of `graph` under `kernels` (see `SamplingTables`)."""
+    return SamplingTables(_grouped_thresholds(graph, {
+        node.name: _probability_rows(graph, node.name, kernels[node.name])
+        for node in graph.nodes if node.mode != "context"}))
+
+
+def node_thresholds(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingTables,
+                    rows: jax.Array) -> dict[str, jax.Array]:
+    """Inverse-CDF thresholds of every node, one row per joint value of its inputs.
+
+    Args:
+      key: the sampling key (context nodes' per-sequence kernels derive from it).
+      graph: the graph.
+      kernels: from `kernels.sample_kernels`, or their `SamplingTables`.
+      rows: uint32 (batch,) global sequence indices (they select context nodes' kernels).
+
+    Returns:
+      `{name: uint32 (input_rows, states - 1)}`; for a context node `(batch * input_rows, states - 1)`,
+      sequence b's table first.
+    """
+    probabilities = {}
     for index, node in enumerate(graph.nodes):
         if node.mode != "context":
-            tables[node.name] = probabilities(node.name, kernels[node.name])
+            if not isinstance(kernels, SamplingTables):
+                probabilities[node.name] = _probability_rows(graph, node.name, kernels[node.name])
             continue
         node_key = jax.random.fold_in(jax.random.fold_in(key, CONTEXT_TAG), index)
-        per_sequence = jax.vmap(lambda row, name=node.name, node_key=node_key: probabilities(
-            name, sample_node_kernel(jax.random.fold_in(node_key, row), graph, name)))(rows)
-        tables[node.name] = per_sequence.reshape(-1, node.states)
-    thresholds = {}
-    for states in sorted({node.states for node in graph.nodes}):
-        group = [node.name for node in graph.nodes if node.states == states]
-        stacked = cumulative_thresholds(jnp.concatenate([tables[name] for name in group]))
-        splits = np.cumsum([tables[name].shape[0] for name in group])[:-1]
-        thresholds.update(zip(group, jnp.split(stacked, splits), strict=True))
-    batch = rows.shape[0]
-    return {name: (table.reshape(batch, -1, table.shape[-1]) if graph.node(name).mode == "context" else table)
-            for name, table in thresholds.items()}
+        per_sequence = jax.vmap(lambda row, name=node.name, node_key=node_key: _probability_rows(
+            graph, name, sample_node_kernel(jax.random.fold_in(node_key, row), graph, name)))(rows)
+        probabilities[node.name] = per_sequence.reshape(-1, node.states)
+    fixed = kernels.thresholds if isinstance(kernels, SamplingTables) else {}
+    return {**fixed, **_grouped_thresholds(graph, probabilities)}
+
+
+def draw_from_thresholds(thresholds: jax.Array, row: jax.Array, word: jax.Array) -> jax.Array:
+    """Inverse-CDF draws: for each sequence, the number of thresholds of its row that are <= its word.
+
+    Args:
+      thresholds: uint32 (rows, states - 1) from `cumulative_thresholds`.
+      row: int32 (batch,) row index of every sequence.
+      word: uint32 (batch,) random words, at most `LARGEST_WORD`.
+
+    Returns:
+      int32 (batch,) drawn values in [0, states). Up to `ROW_GATHER_MAX_STATES` states the whole row
+      is gathered at once (one contiguous read, compares vectorised); above, a binary search reads
+      log2(states) entries.
+    """
+    width = thresholds.shape[-1]
+    if width + 1 <= ROW_GATHER_MAX_STATES:
+        selected = thresholds.at[row].get(mode="promise_in_bounds")  # (batch, width)
+        return jnp.sum(selected <= word[:, None], axis=1, dtype=jnp.int32)
+    flat = thresholds.reshape(-1)
+    base = row * np.int32(width)
+    drawn = jnp.zeros(row.shape, jnp.int32)
+    for half in (2**i for i in reversed(range((width).bit_length()))):
+        position = drawn + np.int32(half - 1)
+        probe = flat.at[base + jnp.minimum(position, np.int32(width - 1))].get(mode="promise_in_bounds")
+        probe = jnp.where(position < width, probe, SATURATED)
+        drawn = drawn + jnp.where(probe <= word, np.int32(half), np.int32(0))
+    return drawn
 
 
 def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size: int, length: int, *,
@@ -184,7 +252,8 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
     Args:
       key: a `jax.random.key` (or legacy uint32 key); the batch is a pure function of it.
       graph: the graph (static).
-      kernels: `{name: kernel}` from `kernels.sample_kernels` (context nodes' entries are ignored).
+      kernels: `{name: kernel}` from `kernels.sample_kernels` (context nodes' entries are ignored), or
+        their `sampling_tables` (skips rebuilding the thresholds).
       batch_size: number of sequences produced here.
       length: number of tokens T per sequence.
       return_latents: also return the hidden values.
@@ -195,64 +264,48 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
       `return_latents` a dict `{hidden name: int32 (batch_size, length)}`.
     """
     names = (*graph.hidden_order, graph.observed)
-    column = {name: j for j, name in enumerate(names)}  # which of the step's random words a node uses
-    pairs_per_chunk = CHUNK_STEPS * len(names) // 2  # CHUNK_STEPS is even: whole threefry pairs per chunk
-    num_chunks = -(-length // CHUNK_STEPS)
+    pairs_per_step = -(-len(names) // 2)  # threefry yields two words per counter
     bits_key = jax.random.bits(jax.random.fold_in(key, BITS_TAG), (2,), jnp.uint32)
     rows = jnp.asarray(first_row, jnp.uint32) + jnp.arange(batch_size, dtype=jnp.uint32)
-    local_rows = jnp.arange(batch_size, dtype=jnp.int32)
+    thresholds = node_thresholds(key, graph, kernels, rows)
+    # A context node's row index is offset by its sequence's own table.
+    offsets = {node.name: jnp.arange(batch_size, dtype=jnp.int32) * np.int32(math.prod(graph.input_sizes(node.name)))
+               for node in graph.nodes if node.mode == "context"}
+    # The barrier materialises the tables once, before the loop: otherwise XLA may fuse their
+    # computation into the gathers and redo it every step.
+    thresholds = lax.optimization_barrier(thresholds)
 
-    # Per level (nodes drawn together), one flat table of every node's thresholds padded to
-    # 2**depth - 1 columns, so that each binary-search step is a single gather for the level.
-    all_thresholds = _all_thresholds(key, graph, kernels, rows)
-    levels = []
-    for level in _levels(graph):
-        depth = max(_search_depth(graph.node(name).states) for name in level)
-        width = 2**depth - 1
-        pieces, bases, position = [], {}, 0
-        for name in level:
-            thresholds = all_thresholds[name]
-            pad = [(0, 0)] * (thresholds.ndim - 1) + [(0, width - thresholds.shape[-1])]
-            pieces.append(jnp.pad(thresholds, pad, constant_values=SATURATED).reshape(-1))
-            per_sequence = local_rows * np.int32(thresholds.shape[-2] * width) if thresholds.ndim == 3 else 0
-            bases[name] = np.int32(position) + per_sequence
-            position += pieces[-1].shape[0]
-        # The barrier materialises the table once, before the loop: otherwise XLA may fuse the
-        # padding and concatenation into the gathers and redo them over the whole table every step.
-        levels.append((level, depth, width, lax.optimization_barrier(jnp.concatenate(pieces)), bases))
+    def step_words(t: jax.Array) -> tuple[jax.Array, ...]:
+        """uint32 (batch,) random word per node at step t: node j uses word j % 2 of counter pair j // 2."""
+        words = []
+        for pair in range(pairs_per_step):
+            counter = jnp.broadcast_to(t * np.uint32(pairs_per_step) + np.uint32(pair), rows.shape)
+            words.extend(jnp.minimum(word, LARGEST_WORD)
+                         for word in threefry_2x32((bits_key[0], bits_key[1]), rows, counter))
+        return tuple(words)
 
-    def input_row(name: str, current: dict, previous: dict) -> jax.Array:
-        values = [previous[p] if p in (name, graph.observed) else current[p] for p in graph.inputs(name)]
-        return sum(value * np.int32(stride) for value, stride in zip(values, _strides(graph.input_sizes(name)),
-                                                                       strict=True))
+    def step(carry: tuple[dict, tuple], t: jax.Array):
+        """One time step for the batch: int32 (batch,) values per node.
 
-    def step(previous: dict, words: jax.Array):
-        """One time step for the batch: words uint32 (batch, nodes) -> values int32 (batch,) per node."""
+        The step's random words arrive in the carry, drawn one step ahead: a loop carry is
+        always materialised, whereas XLA would fuse threefry into every consumer, recomputing it
+        for each of the `states - 1` thresholds a draw compares.
+        """
+        previous, words = carry
         current: dict[str, jax.Array] = {}
-        for level, depth, width, table, bases in levels:
-            start = jnp.stack([bases[n] + input_row(n, current, previous) * np.int32(width) for n in level], axis=1)
-            level_words = words[:, [column[n] for n in level]]
-            drawn = jnp.zeros_like(start)
-            for half in (2**i for i in reversed(range(depth))):
-                probe = table.at[start + drawn + np.int32(half - 1)].get(mode="promise_in_bounds")
-                drawn = drawn + jnp.where(probe <= level_words, np.int32(half), np.int32(0))
-            current.update({n: drawn[:, i] for i, n in enumerate(level)})
+        for index, name in enumerate(names):
+            values = [previous[p] if p in (name, graph.observed) else current[p] for p in graph.inputs(name)]
+            row = sum(value * np.int32(stride)
+                      for value, stride in zip(values, _strides(graph.input_sizes(name)), strict=True))
+            row = row + offsets[name] if name in offsets else row
+            current[name] = draw_from_thresholds(thresholds[name], row, words[index])
         emitted = {name: current[name] for name in names if return_latents or name == graph.observed}
         emitted[graph.observed] = emitted[graph.observed].astype(token_dtype(graph.vocab_size))
-        return current, emitted
-
-    def chunk(previous: dict, chunk_index: jax.Array):
-        """CHUNK_STEPS steps; their random words are drawn in one vectorised threefry call."""
-        counters = chunk_index * np.uint32(pairs_per_chunk) + jnp.arange(pairs_per_chunk, dtype=jnp.uint32)
-        high, low = threefry_2x32((bits_key[0], bits_key[1]), rows[:, None], counters[None, :])
-        words = jnp.stack([high, low], axis=-1).reshape(batch_size, CHUNK_STEPS, len(names))
-        words = jnp.minimum(jnp.swapaxes(words, 0, 1), LARGEST_WORD)
-        return lax.scan(step, previous, words)
+        return (current, step_words(t + np.uint32(1))), emitted
 
     initial = {name: jnp.zeros((batch_size,), jnp.int32) for name in names}
-    _, emitted = lax.scan(chunk, initial, jnp.arange(num_chunks, dtype=jnp.uint32))
-    emitted = {name: values.reshape(num_chunks * CHUNK_STEPS, batch_size)[:length].T
-               for name, values in emitted.items()}
+    _, emitted = lax.scan(step, (initial, step_words(jnp.uint32(0))), jnp.arange(length, dtype=jnp.uint32))
+    emitted = {name: values.T for name, values in emitted.items()}
     tokens = emitted.pop(graph.observed)
     return (tokens, emitted) if return_latents else tokens
 
@@ -294,7 +347,9 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size
     Args:
       key: a `jax.random.key`; the batch is a pure function of `(key, kernels)`.
       graph: the graph (static: each new graph, batch_size or length compiles once).
-      kernels: `{name: kernel}` from `kernels.sample_kernels`; context nodes are redrawn per sequence.
+      kernels: `{name: kernel}` from `kernels.sample_kernels` (context nodes are redrawn per
+        sequence), or `sampling_tables(graph, kernels)` to skip rebuilding the inverse-CDF thresholds
+        at every call (worth it on large tables when sampling many batches from the same kernels).
       batch_size: number of sequences (global, across devices).
       length: number of tokens T per sequence.
       return_latents: also return the hidden values.
@@ -308,8 +363,7 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size
     for field, value in (("batch_size", batch_size), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}")
-    chunk_steps = -(-length // CHUNK_STEPS) * CHUNK_STEPS
-    if batch_size > 2**32 or chunk_steps * len(graph.nodes) // 2 > 2**32:
+    if batch_size > 2**32 or length * -(-len(graph.nodes) // 2) > 2**32:
         raise ValueError(f"batch_size={batch_size}, length={length} exceed the sampler's 32-bit random counters; "
                          "sample in several calls with different keys")
     if sharding is not None:

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ from gssm_jax.checkpoint import Checkpoints
 from gssm_jax.graph import GraphSpec
 from gssm_jax.kernels import sample_kernels
 from gssm_jax.models import transformer
-from gssm_jax.sampler import sample_tokens
+from gssm_jax.sampler import SamplingTables, sample_tokens, sampling_tables
 
 SCHEDULES = ("cosine", "constant")
 SOURCES = ("onfly", "file")
@@ -120,17 +119,20 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """The training stream: `batch(step)` -> tokens (batch_size, length) sampled on the mesh's devices."""
+    """The training stream: `batch(step)` -> tokens (batch_size, length) sampled on the mesh's devices.
+
+    `tables` are the kernels' `sampler.sampling_tables`, built once for the whole run.
+    """
 
     graph: GraphSpec
-    kernels: Any
+    tables: SamplingTables
     batch_size: int
     length: int
     data_key: jax.Array
     mesh: jax.sharding.Mesh
 
     def batch(self, step: int) -> jax.Array:
-        return sample_tokens(jax.random.fold_in(self.data_key, step), self.graph, self.kernels, self.batch_size,
+        return sample_tokens(jax.random.fold_in(self.data_key, step), self.graph, self.tables, self.batch_size,
                              self.length, sharding=parallel.batch_sharded(self.mesh))
 
 
@@ -185,7 +187,7 @@ def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: j
     """
     if config.data.source == "onfly":
         kernels = sample_kernels(jax.random.key(config.seed), graph)
-        stream = TrainingData(graph, kernels, config.data.batch_size, config.data.length,
+        stream = TrainingData(graph, sampling_tables(graph, kernels), config.data.batch_size, config.data.length,
                               jax.random.key(config.data.data_seed), mesh)
         eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
                                                 config.eval.eval_seed)

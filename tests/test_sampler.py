@@ -239,3 +239,28 @@ def test_single_hidden_node_graph_compiles_and_follows_its_table():
     assert tokens.shape == (8, 16) and tokens.dtype == jnp.uint8
     emission = np.asarray(conditional_table(graph, kernels, "X"))
     assert np.all(emission[np.asarray(latents["Z1"]), np.asarray(tokens)] > 0)
+
+
+def test_wide_vocabulary_bisects_and_follows_its_table():
+    # Above ROW_GATHER_MAX_STATES states a draw bisects its threshold row instead of comparing all of it.
+    graph = GraphSpec.from_config(experiment1_graph_config(1, 2, 300, alpha_x=0.5, alpha_z=0.5))
+    assert graph.vocab_size > sampler.ROW_GATHER_MAX_STATES
+    kernels = sample_kernels(jax.random.key(21), graph)
+    tokens, latents = sampler.sample_tokens(jax.random.key(22), graph, kernels, 512, 32, return_latents=True)
+    tokens, latents = np.asarray(tokens), {k: np.asarray(v) for k, v in latents.items()}
+    for name in ("Z1", "X"):
+        table = np.asarray(conditional_table(graph, kernels, name), np.float64).reshape(-1, graph.node(name).states)
+        assert _chi_square_p_value(_transition_counts(graph, name, tokens, latents), table) > FALSE_FAILURE_RATE
+
+
+def test_precomputed_tables_give_the_same_batch():
+    graph = _graph([
+        {"name": "Z1", "states": 3, "alpha": 0.5, "parents": ["X"], "mode": "context"},
+        {"name": "Z2", "states": 2, "alpha": 0.5, "parents": ["Z1"], "kernel": "product"},
+        {"name": "X", "states": 5, "alpha": 0.5, "parents": ["Z1", "Z2"]},
+    ])
+    kernels = sample_kernels(jax.random.key(23), graph)
+    tables = sampler.sampling_tables(graph, kernels)
+    assert set(tables.thresholds) == {"Z2", "X"}  # context nodes are redrawn per sequence from the key
+    np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(24), graph, tables, 8, 12)),
+                                  np.asarray(sampler.sample_tokens(jax.random.key(24), graph, kernels, 8, 12)))
