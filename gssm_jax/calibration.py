@@ -91,7 +91,7 @@ class Calibration:
 
 def find_alpha(objective: Callable[[float], tuple[float, float]], target: float, *, tolerance: float,
                bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6, max_iterations: int = 30,
-               log_alpha_tolerance: float = 1e-3, name: str = "alpha",
+               log_alpha_tolerance: float = 1e-3, name: str = "alpha", known: Sequence[Evaluation] = (),
                log: Callable[[str], None] | None = None) -> Calibration:
     """Finds alpha in `bounds` with objective(alpha) mean within `tolerance` of `target`.
 
@@ -104,6 +104,9 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
       max_iterations: refinement steps after the grid.
       log_alpha_tolerance: stop refining once the bracket is this narrow in natural-log alpha.
       name: what alpha is called, for messages.
+      known: points of the same objective measured before (e.g. the reference setting, when it lies on
+        this curve); they are not re-evaluated by the search but count in `evaluations` and in the
+        monotonicity check, and one that is closer to the target than the search's best is the result.
       log: called with one progress line per trial (e.g. `print`): alpha, mean +- stderr, seconds taken.
 
     Raises:
@@ -114,14 +117,15 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
         raise ValueError(f"bounds must satisfy 0 < low < high; got {bounds}")
     if tolerance <= 0 or grid_points < 2:
         raise ValueError(f"need tolerance > 0 and grid_points >= 2; got {tolerance}, {grid_points}")
-    trials: dict[float, Evaluation] = {}
+    trials: dict[float, Evaluation] = {point.alpha: point for point in known}
+    count = iter(range(1, 1 << 30))
 
     def evaluate(alpha: float) -> float:
         start = time.perf_counter()
         mean, stderr = objective(alpha)
         trials[alpha] = Evaluation(alpha, float(mean), float(stderr))
         if log:
-            log(f"  trial {len(trials)}: {name}={alpha:.4g}: {mean:.4f} +- {stderr:.4f} (target {target:.4f}; "
+            log(f"  trial {next(count)}: {name}={alpha:.4g}: {mean:.4f} +- {stderr:.4f} (target {target:.4f}; "
                 f"{time.perf_counter() - start:.1f} s)")
         return float(mean) - target
 
@@ -139,6 +143,10 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
         cell = next(i for i in range(grid_points - 1) if offsets[i] * offsets[i + 1] <= 0)
         alpha = _illinois(evaluate, math.log(grid[cell]), math.log(grid[cell + 1]), offsets[cell],
                           offsets[cell + 1], tolerance, max_iterations, log_alpha_tolerance)
+    searched = min(trials.values(), key=lambda tried: abs(math.log(tried.alpha / alpha)))
+    for point in known:  # a known point closer to the target than the search's best wins (e.g. the reference)
+        if abs(point.mean - target) < abs(searched.mean - target):
+            alpha, searched = point.alpha, point
     return _result(trials, alpha, target, tolerance, name)
 
 
@@ -195,7 +203,7 @@ def _result(trials: dict[float, Evaluation], alpha: float, target: float, tolera
 
 def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, target: float, measure: str,
               tolerance: float, bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6,
-              log: Callable[[str], None] | None = None) -> Calibration:
+              known: Sequence[Evaluation] = (), log: Callable[[str], None] | None = None) -> Calibration:
     """The value of the `free` alpha at which the mean difficulty equals `target`, the other alpha `fixed`.
 
     Args:
@@ -206,7 +214,7 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
       target: difficulty to match, in the measure's unit.
       measure: one of `MEASURES` ("entropy": bits/token, "gzip": the seed's bytes/token, ...).
       tolerance: stopping tolerance on |mean - target|, in the measure's unit.
-      bounds, grid_points, log: see `find_alpha`.
+      bounds, grid_points, known, log: see `find_alpha` (`known` alphas are values of the free alpha).
     """
     check_measure(measure)
     if free not in ALPHA_NAMES or set(fixed) != set(ALPHA_NAMES) - {free}:
@@ -218,7 +226,7 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
         return result.mean, result.stderr
 
     result = find_alpha(objective, target, tolerance=tolerance, bounds=bounds, grid_points=grid_points, name=free,
-                        log=log)
+                        known=known, log=log)
     return dataclasses.replace(result, fixed=dict(fixed), measure=measure)
 
 
@@ -266,8 +274,12 @@ def calibrate_pair(measurer: Measurer, *, measure: str, tolerance: float, small:
     for side, fixed_name, free_name in SIDES:
         if log:
             log(f"{measure}: {fixed_name}={small:g}, searching {free_name}")
+        # The reference lies on this side's curve when its fixed alpha is `small` (the small_alpha_x side of every
+        # family): under common random numbers its alpha is then an exact root, and it joins the monotonicity check.
+        on_curve = reference is not None and reference.get(fixed_name) == small
+        known = (Evaluation(reference[free_name], target, target_stderr),) if on_curve else ()
         sides[side] = calibrate(measurer, fixed={fixed_name: small}, free=free_name, target=target, measure=measure,
-                                tolerance=tolerance, bounds=bounds, grid_points=grid_points, log=log)
+                                tolerance=tolerance, bounds=bounds, grid_points=grid_points, known=known, log=log)
     return CalibratedPair(measure=measure, target=target, target_stderr=target_stderr, **sides)
 
 

@@ -185,3 +185,30 @@ def test_search_stops_at_a_jump_and_says_not_converged():
     result = calibration.find_alpha(objective, 0.5, tolerance=0.01, log_alpha_tolerance=1e-3)
     assert not result.converged and abs(math.log(result.alpha / 0.01)) < 1e-2
     assert len(calls) < 6 + 30  # stopped by the bracket width, not by max_iterations
+
+
+def test_known_points_join_the_monotonicity_check_and_win_when_closer():
+    def objective(alpha):
+        return 2 + 0.5 * math.log(alpha), 0.0
+
+    on_target = calibration.Evaluation(0.02, objective(0.02)[0], 0.0)
+    result = calibration.find_alpha(objective, on_target.mean, tolerance=0.05, known=[on_target])
+    assert result.alpha == 0.02 and result.mean == on_target.mean and result.converged and result.monotone
+    assert on_target in result.evaluations
+    # A known point above the curve makes it non-monotone; it is far from the target, so it is not the result.
+    with pytest.warns(UserWarning, match="not monotone"):
+        wiggle = calibration.find_alpha(objective, on_target.mean, tolerance=0.05,
+                                        known=[calibration.Evaluation(0.05, 4.0, 0.0)])
+    assert not wiggle.monotone and wiggle.largest_decrease > 1 and wiggle.alpha != 0.05
+
+
+def test_pair_uses_the_reference_on_the_small_alpha_x_curve():
+    # The reference (alpha_X = small) lies on the small-alpha_X curve: with the same keys it is an exact root.
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1), batch_size=BATCH_SIZE, length=LENGTH)
+    reference = {"alpha_X": 1e-3, "alpha_Z": 0.07}
+    pair = calibration.calibrate_pair(measurer, measure="entropy", tolerance=0.01, reference=reference,
+                                      grid_points=4)
+    assert pair.small_alpha_x.alpha == 0.07 and pair.small_alpha_x.mean == pair.target
+    assert any(e.alpha == 0.07 for e in pair.small_alpha_x.evaluations)
+    assert all(e.alpha != 0.07 for e in pair.small_alpha_z.evaluations)
+    assert abs(pair.small_alpha_z.mean - pair.target) <= 0.01
