@@ -4,7 +4,9 @@ Commands (from the repository root):
 
   python -m experiments.calibrate --config=configs/calibrate.py:graph=four_by_four --workdir=/tmp/cal_4x4
   python -m experiments.calibrate --config=configs/calibrate.py:graph=eight_by_four,measure=entropy \
-      --workdir=/tmp/cal_8x4
+      --workdir=/tmp/cal_8x4_entropy
+  python -m experiments.calibrate --config=configs/calibrate.py:graph=eight_by_four,measure=gzip \
+      --workdir=/tmp/cal_8x4_gzip
   python -m experiments.calibrate --config=configs/calibrate.py:graph=four_by_four,size=paper \
       --config.model_results=reference=runs/ref/result.json --workdir=runs/cal_4x4
 
@@ -12,8 +14,9 @@ The optional argument after `:` is a comma-separated list of `key=value`:
   graph    a family of gssm_jax.graph_families: four_by_four (default), eight_by_four, chain;
   measure  entropy (exact entropy rate, bits/token), gzip (the seed's bytes/token), zlib, bz2, lzma
            (bits/token), or both (default: entropy and gzip);
-  size     cpu (default; one pair per measure in a few minutes on 2 CPU cores) or paper (the seed's
-           batch of 1024 sequences at the family's length, 8 seeds; for accelerators).
+  size     cpu (default; one pair per measure in a few minutes on 2 CPU cores, about 15 minutes for
+           eight_by_four: see CPU_SIZES) or paper (the seed's batch of 1024 sequences at the family's
+           length, 8 seeds; for accelerators).
 The workdir receives calibration.json, calibration.md and calibration.png.
 """
 
@@ -28,10 +31,14 @@ SIZES = ("cpu", "paper")
 MEASURE_CHOICES = (*MEASURES, "both")
 ARG_DEFAULTS = {"graph": "four_by_four", "measure": "both", "size": "cpu"}
 # (seeds, batch_size, length) at size=cpu, per family: one pair on one measure takes about a minute on 2 CPU
-# cores for four_by_four (benchmarks/calibration.py). eight_by_four is ~256 times dearer per token in the
-# forward algorithm and drawing X's 65536 Dirichlet rows takes ~20 s per seed on CPU, so it gets tiny
-# batches (fine for entropy; for gzip use --config.batch_size=16 --config.length=4096 --config.compression_table=False).
-CPU_SIZES = {"four_by_four": (8, 32, 2048), "eight_by_four": (3, 2, 1024), "chain": (8, 32, 2048)}
+# cores for four_by_four (benchmarks/calibration.py). eight_by_four's forward algorithm is ~256 times dearer per
+# token (about 1-3 k tokens/s on 2 CPU cores), so its entropy trials get 4 x 4 x 2048 tokens (~30 s each under load;
+# one pair in ~15 minutes). Drawing X's 65536 Dirichlet rows takes ~1 s per seed (kernels.sample_log_gamma).
+CPU_SIZES = {"four_by_four": (8, 32, 2048), "eight_by_four": (4, 4, 2048), "chain": (8, 32, 2048)}
+# At size=cpu when only compression measures are calibrated (no entropy): gzip's spread across graph seeds is
+# larger and its bytes/token depend on T, so eight_by_four gets 16 seeds of 16 x 4096 tokens (~25 s per trial,
+# one pair in ~12 minutes) and no compression table (that table also computes the entropy of every setting).
+CPU_COMPRESSION_SIZES = {"eight_by_four": (16, 16, 4096)}
 # Stopping tolerance of the search, in each measure's unit (bits/token; gzip: bytes/token).
 TOLERANCES = {"entropy": 0.005, "gzip": 0.002, "zlib": 0.01, "bz2": 0.01, "lzma": 0.01}
 
@@ -56,7 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The calibration's configuration; `arg` as described in the module docstring."""
     options = parse_arg(arg)
     family = get_family(options["graph"])
-    seeds, batch_size, length = (8, 1024, family.length) if options["size"] == "paper" else CPU_SIZES[family.name]
+    compression_only = options["measure"] not in ("entropy", "both") and family.name in CPU_COMPRESSION_SIZES
+    if options["size"] == "paper":
+        seeds, batch_size, length = 8, 1024, family.length
+    else:
+        seeds, batch_size, length = (CPU_COMPRESSION_SIZES if compression_only else CPU_SIZES)[family.name]
 
     config = ml_collections.ConfigDict()
     # Graph family name (gssm_jax.graph_families.FAMILIES).
@@ -89,8 +100,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Points of the initial log-spaced grid (>= 2); they also draw the difficulty curves.
     config.search.grid_points = 6
 
-    # Also measure every setting with every compressor and the entropy rate (the compression table).
-    config.compression_table = True
+    # Also measure every setting with every compressor and the entropy rate (the compression table); off for
+    # eight_by_four's compression-only cpu size, where the entropy of 16 x 16 x 4096 tokens would take an hour.
+    config.compression_table = not (compression_only and options["size"] == "cpu")
     # Trained models to add to the compression table: comma-separated `row=path` where row is a table
     # row (reference, <measure>/small_alpha_x, <measure>/small_alpha_z) and path a run's result.json or
     # run directory; its eval/loss_nats_per_token is shown in bits/token.

@@ -212,3 +212,16 @@ def test_pair_uses_the_reference_on_the_small_alpha_x_curve():
     assert any(e.alpha == 0.07 for e in pair.small_alpha_x.evaluations)
     assert all(e.alpha != 0.07 for e in pair.small_alpha_z.evaluations)
     assert abs(pair.small_alpha_z.mean - pair.target) <= 0.01
+
+
+def test_eight_by_four_cpu_sizes_depend_on_the_measure():
+    from configs.calibrate import CPU_COMPRESSION_SIZES, CPU_SIZES, get_config
+
+    gzip = get_config("graph=eight_by_four,measure=gzip")
+    assert (gzip.seeds, gzip.batch_size, gzip.length) == CPU_COMPRESSION_SIZES["eight_by_four"]
+    assert not gzip.compression_table  # it would compute the entropy of every setting at these sizes
+    for arg in ("graph=eight_by_four,measure=entropy", "graph=eight_by_four"):
+        config = get_config(arg)
+        assert (config.seeds, config.batch_size, config.length) == CPU_SIZES["eight_by_four"]
+        assert config.compression_table
+    assert get_config("graph=four_by_four,measure=gzip").seeds == CPU_SIZES["four_by_four"][0]
