@@ -73,18 +73,23 @@ def sample_log_gamma(key: jax.Array, alpha: jax.Array | float, shape: tuple[int,
                      pool_size: int | None = None) -> jax.Array:
     """log G with G ~ Gamma(alpha, 1), elementwise, exact in log space down to tiny alpha (1e-4 and below).
 
-    For alpha < 1 it uses Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha), i.e. log G = log G' + log(U) / alpha,
-    so nothing underflows however small alpha is. G' ~ Gamma(b), b = alpha + 1 if alpha < 1 else alpha,
+    It uses Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha) with U uniform on (0, 1), i.e.
+    log G = log G' + log(U) / alpha, so nothing underflows however small alpha is. G' ~ Gamma(b), b = alpha + 1,
     is drawn by Marsaglia and Tsang's method (2000): with d = b - 1/3, c = 1 / sqrt(9 d), x ~ N(0, 1) and
     v = (1 + c x)^3, accept G' = d v when v > 0 and log u < x^2 / 2 + d (1 - v + log v).
 
     Every element proposes once (a proposal is accepted with probability > 0.95 at b >= 1). The
     rejected ones are then gathered, up to `pool_size` at a time, into a pool whose rejected
     members propose again, round after round, until the pool is all accepted; then the next pool, until
-    no element is rejected. Every proposal uses fresh keys (`fold_in` of the round), so each element is
-    its first accepted proposal: exact rejection sampling, and a pure function of `key` (and of alpha,
-    shape, dtype). Redrawing the ~5% rejected elements in a pool rather than the whole array saves
+    no element is rejected. Every proposal uses fresh keys (`fold_in` of the pool and round), so each
+    element is its first accepted proposal: exact rejection sampling, and a pure function of `key` (and of
+    alpha, shape, dtype). Redrawing the ~5% rejected elements in a pool rather than the whole array saves
     most of the random bits (a million elements need ~6 rounds until none is rejected).
+
+    The boost is applied at every alpha, not only below 1, so that under one key the draws move
+    continuously with alpha (common random numbers in `gssm_jax.calibration`): a row's largest entry at
+    small alpha is the one with the largest U, whatever alpha; only the rare elements whose acceptance
+    flips between two alphas jump.
 
     Args:
       key: a `jax.random.key`.
@@ -100,8 +105,7 @@ def sample_log_gamma(key: jax.Array, alpha: jax.Array | float, shape: tuple[int,
     size = math.prod(shape)
     alpha = jnp.broadcast_to(jnp.asarray(alpha, dtype), shape).reshape(size)
     valid = (alpha > 0) & jnp.isfinite(alpha)  # an invalid alpha would never be accepted: it gives nan instead
-    boosted = alpha < 1
-    d = jnp.where(valid, jnp.where(boosted, alpha + 1, alpha), 1) - jnp.asarray(1 / 3, dtype)
+    d = jnp.where(valid, alpha + 1, 1) - jnp.asarray(1 / 3, dtype)
     c = jax.lax.rsqrt(9 * d)
     boost_key, first_key, pools_key = jax.random.split(key, 3)
     log_g, accept = _marsaglia_tsang(first_key, d, c)
@@ -125,8 +129,8 @@ def sample_log_gamma(key: jax.Array, alpha: jax.Array | float, shape: tuple[int,
 
     start = (jnp.asarray(0, jnp.uint32), log_g, valid & ~accept)
     _, log_g, _ = jax.lax.while_loop(lambda state: jnp.any(state[2]), next_pool, start)
-    boost = _log_open_uniform(boost_key, (size,), dtype) / jnp.where(boosted & valid, alpha, 1)
-    return jnp.where(valid, log_g + jnp.where(boosted, boost, 0), jnp.nan).reshape(shape)
+    boost = _log_open_uniform(boost_key, (size,), dtype) / jnp.where(valid, alpha, 1)
+    return jnp.where(valid, log_g + boost, jnp.nan).reshape(shape)
 
 
 def sample_dirichlet(key: jax.Array, alpha: float, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
