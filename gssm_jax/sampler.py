@@ -275,16 +275,13 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
     # computation into the gathers and redo it every step.
     thresholds = lax.optimization_barrier(thresholds)
 
-    def step_words(t: jax.Array) -> tuple[jax.Array, ...]:
-        """uint32 (batch,) random word per node at step t: node j uses word j % 2 of counter pair j // 2."""
-        words = []
-        for pair in range(pairs_per_step):
-            counter = jnp.broadcast_to(t * np.uint32(pairs_per_step) + np.uint32(pair), rows.shape)
-            words.extend(jnp.minimum(word, LARGEST_WORD)
-                         for word in threefry_2x32((bits_key[0], bits_key[1]), rows, counter))
-        return tuple(words)
+    def step_words(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The two uint32 (pairs, batch) words of every counter pair at step t."""
+        counters = t * np.uint32(pairs_per_step) + jnp.arange(pairs_per_step, dtype=jnp.uint32)
+        words = threefry_2x32((bits_key[0], bits_key[1]), counters[:, None], rows[None, :])
+        return tuple(jnp.minimum(word, LARGEST_WORD) for word in words)
 
-    def step(carry: tuple[dict, tuple], t: jax.Array):
+    def step(carry: tuple[dict, tuple[jax.Array, jax.Array]], t: jax.Array):
         """One time step for the batch: int32 (batch,) values per node.
 
         The step's random words arrive in the carry, drawn one step ahead: a loop carry is
@@ -298,7 +295,8 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
             row = sum(value * np.int32(stride)
                       for value, stride in zip(values, _strides(graph.input_sizes(name)), strict=True))
             row = row + offsets[name] if name in offsets else row
-            current[name] = draw_from_thresholds(thresholds[name], row, words[index])
+            word = words[index % 2][index // 2]  # node j: word j % 2 of counter pair j // 2
+            current[name] = draw_from_thresholds(thresholds[name], row, word)
         emitted = {name: current[name] for name in names if return_latents or name == graph.observed}
         emitted[graph.observed] = emitted[graph.observed].astype(token_dtype(graph.vocab_size))
         return (current, step_words(t + np.uint32(1))), emitted
