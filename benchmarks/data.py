@@ -29,7 +29,7 @@ from configs.base import get_config
 from gssm_jax import data, metrics, parallel, reference, train
 from gssm_jax.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.kernels import sample_kernels
-from gssm_jax.sampler import sample_tokens
+from gssm_jax.sampler import sample_tokens, sampling_tables
 
 
 def _reference_to_disk(graph: GraphSpec, directory: pathlib.Path, num_sequences: int, length: int,
@@ -99,12 +99,12 @@ def main() -> None:
         reference_seconds = _reference_to_disk(graph, scratch, args.num_sequences, args.length, args.shard_size)
 
         sharding = parallel.batch_sharded(parallel.data_parallel_mesh())
-        kernels = sample_kernels(jax.random.key(0), graph)
+        tables = sampling_tables(graph, sample_kernels(jax.random.key(0), graph))
         read_seconds = _batch_seconds(lambda step: data.device_batch(
             dataset.train, step, batch_size=args.batch_size, seed=0, num_sequences=args.num_sequences,
             sharding=sharding), repeats=20)
         sample_seconds = _batch_seconds(lambda step: sample_tokens(
-            jax.random.fold_in(jax.random.key(1), step), graph, kernels, args.batch_size, args.length,
+            jax.random.fold_in(jax.random.key(1), step), graph, tables, args.batch_size, args.length,
             sharding=sharding), repeats=5)
         training = {source: _training_tokens_per_second(scratch, source, args.train_steps)
                     for source in ("onfly", "file")}

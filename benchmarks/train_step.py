@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from configs.base import get_config
-from gssm_jax import parallel, reference, train
+from gssm_jax import parallel, reference, sampler, train
 from gssm_jax.graph import GraphSpec
 from gssm_jax.kernels import conditional_tables, sample_kernels
 
@@ -48,7 +48,8 @@ def benchmark_size(width: int, depth: int, heads: int, batch_size: int, length: 
     graph = GraphSpec.from_config(config.graph)
     kernels = sample_kernels(jax.random.key(config.seed), graph)
     mesh = parallel.data_parallel_mesh()
-    data = train.TrainingData(graph, kernels, batch_size, length, jax.random.key(0), mesh)
+    data = train.TrainingData(graph, sampler.sampling_tables(graph, kernels), batch_size, length,
+                              jax.random.key(0), mesh)
     optimizer, schedule = train.make_optimizer(config.optimizer, 1000)
     graphdef, state = train.init_state(train.model_config(config, graph), 0, optimizer)
     holder = {"state": jax.device_put(state, parallel.replicated(mesh))}
