@@ -207,16 +207,26 @@ def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
 # ---- the forward pass: sequences over devices, then chunks -------------------------------------------
 
 
-def _chunk_size(graph: GraphSpec, per_device: int, itemsize: int) -> int:
+def _pass(graph: GraphSpec, per_sequence: frozenset[str]) -> str:
+    """The fastest forward pass that applies: "minor", "blocks" (`chain_forward`) or "general"."""
+    if per_sequence or not chain_forward.independent_chains(graph):
+        return "general"
+    return "minor" if chain_forward.padded_states(graph) <= MINOR_MAX_STATES else "blocks"
+
+
+def _chunk_size(graph: GraphSpec, per_sequence: frozenset[str], per_device: int, itemsize: int) -> int:
+    if _pass(graph, per_sequence) == "blocks":
+        return per_device  # forward_blocks advances one sequence at a time itself
     return max(1, min(per_device, CHUNK_BYTES // (graph.num_latent_states * itemsize)))
 
 
 def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
                    per_sequence: frozenset[str]) -> jax.Array:
-    """Token losses `(chunk, length)` of one chunk of sequences by the fastest pass that applies."""
-    if not per_sequence and chain_forward.independent_chains(graph):
-        if chain_forward.padded_states(graph) <= MINOR_MAX_STATES:
-            return chain_forward.forward_minor(graph, tables, tokens)
+    """Token losses `(chunk, length)` of one chunk of sequences, in nats per token."""
+    kind = _pass(graph, per_sequence)
+    if kind == "minor":
+        return chain_forward.forward_minor(graph, tables, tokens)
+    if kind == "blocks":
         return chain_forward.forward_blocks(graph, tables, tokens)
     return factorised_forward.forward_chunk(graph, tables, tokens, per_sequence)
 
@@ -232,7 +242,7 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
     devices = jax.devices()[:batch]
     dtype = jnp.result_type(*tables.values())
     per_device = -(-batch // len(devices))
-    chunk = _chunk_size(graph, per_device, jnp.dtype(dtype).itemsize)
+    chunk = _chunk_size(graph, per_sequence, per_device, jnp.dtype(dtype).itemsize)
     per_device = -(-per_device // chunk) * chunk
     padding = per_device * len(devices) - batch
 

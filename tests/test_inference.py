@@ -144,12 +144,13 @@ def test_matches_dense_forward_pass_on_a_small_graph():
 
 
 def test_tiny_graphs_cover_the_chain_pass_and_the_general_pass():
-    """The brute-force tests above run both kinds of pass: inference dispatches on `independent_chains`."""
-    chains = {name for name, config in TINY_GRAPHS.items()
-              if chain_forward.independent_chains(GraphSpec.from_config(config))}
-    assert chains == {"feedback", "feedback_product", "dead_slow"}  # the sequences-minor chain pass
-    assert all(chain_forward.padded_states(GraphSpec.from_config(TINY_GRAPHS[name])) <= inference.MINOR_MAX_STATES
-               for name in chains)
+    """The brute-force tests above run the sequences-minor chain pass and the general pass; the
+    Kronecker-block pass, taken by large chain graphs, is checked against the dense pass below."""
+    passes = {name: inference._pass(GraphSpec.from_config(config), frozenset()) for name, config in TINY_GRAPHS.items()}
+    assert passes == {"feedback": "minor", "feedback_product": "minor", "dead_slow": "minor", "chain": "general",
+                      "two_parents": "general"}
+    eight_by_four = GraphSpec.from_config(experiment1_graph_config(8, 4, 64, 0.1, 0.1))
+    assert inference._pass(eight_by_four, frozenset()) == "blocks"
 
 
 @pytest.mark.parametrize("chain_pass", [chain_forward.forward_minor, chain_forward.forward_blocks])
