@@ -62,7 +62,7 @@ class Calibration:
       tolerance: the stopping tolerance on |mean - target|, in the measure's unit.
       converged: whether |mean - target| <= tolerance was reached.
       log10_alpha_stderr: standard error of log10(alpha) implied by `stderr` (delta method, with the
-        slope of the objective across the bracketing grid cell).
+        slope of the objective between the grid points on either side of `alpha`: the bracketing grid cell).
       evaluations: every trial, sorted by alpha.
       monotone: whether the evaluated means never decrease as alpha grows.
       largest_decrease: the largest drop between neighbouring evaluations (0 when monotone).
@@ -147,7 +147,7 @@ def find_alpha(objective: Callable[[float], tuple[float, float]], target: float,
     for point in known:  # a known point closer to the target than the search's best wins (e.g. the reference)
         if abs(point.mean - target) < abs(searched.mean - target):
             alpha, searched = point.alpha, point
-    return _result(trials, alpha, target, tolerance, name)
+    return _result(trials, alpha, target, tolerance, name, [float(point) for point in grid])
 
 
 def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f_low: float, f_high: float,
@@ -178,16 +178,16 @@ def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f
 
 
 def _result(trials: dict[float, Evaluation], alpha: float, target: float, tolerance: float,
-            name: str) -> Calibration:
+            name: str, grid: Sequence[float]) -> Calibration:
     evaluations = tuple(trials[a] for a in sorted(trials))
     means = np.array([e.mean for e in evaluations])
     largest_decrease = float(max(0.0, np.max(means[:-1] - means[1:]))) if len(means) > 1 else 0.0
     chosen = trials[min(trials, key=lambda tried: abs(math.log(tried / alpha)))]  # exp(log(a)) may differ from a
     alpha = chosen.alpha
-    # Slope of the mean in log10 alpha across the coarsest pair of trials that straddles alpha.
-    below = [e for e in evaluations if e.alpha < alpha]
-    above = [e for e in evaluations if e.alpha > alpha]
-    lower, upper = (below[0] if below else chosen), (above[-1] if above else chosen)
+    # Slope of the mean in log10 alpha between the grid points on either side of alpha (a local slope that the
+    # refinement's wiggles cannot distort; the whole grid's would understate it where the curve saturates).
+    lower = trials[max((a for a in grid if a < alpha), default=alpha)]
+    upper = trials[min((a for a in grid if a > alpha), default=alpha)]
     span = math.log10(upper.alpha) - math.log10(lower.alpha)
     slope = (upper.mean - lower.mean) / span if span > 0 else math.nan
     log10_stderr = chosen.stderr / abs(slope) if slope and math.isfinite(slope) else math.nan

@@ -225,3 +225,14 @@ def test_eight_by_four_cpu_sizes_depend_on_the_measure():
         assert (config.seeds, config.batch_size, config.length) == CPU_SIZES["eight_by_four"]
         assert config.compression_table
     assert get_config("graph=four_by_four,measure=gzip").seeds == CPU_SIZES["four_by_four"][0]
+
+
+def test_log10_alpha_stderr_uses_the_bracketing_grid_cell():
+    # Flat at 0 below 1e-3 and at 1 above 1e-2, linear in log10 alpha in between (slope 1 per decade there):
+    # the delta method gives SE(log10 alpha) = stderr / 1, not stderr / (1/5) from the whole grid's slope.
+    def objective(alpha):
+        return min(max(math.log10(alpha) + 3, 0.0), 1.0), 0.05
+
+    result = calibration.find_alpha(objective, 0.5, tolerance=0.01, bounds=(1e-4, 10.0), grid_points=6)
+    assert result.converged and abs(math.log10(result.alpha) + 2.5) <= 0.01
+    assert result.log10_alpha_stderr == pytest.approx(0.05, rel=1e-6)
