@@ -196,6 +196,10 @@ def test_determinism_prefix_and_dtypes():
     assert not np.array_equal(first, sampler.sample_tokens(jax.random.key(16), graph, kernels, 6, 10))
     # Bits depend on (key, sequence, step, node) only: fewer rows or steps give a prefix.
     np.testing.assert_array_equal(first[:3, :7], sampler.sample_tokens(jax.random.key(15), graph, kernels, 3, 7))
+    # A legacy uint32 key and the typed key wrapping the same data give the same batch.
+    legacy = jax.random.PRNGKey(15)
+    np.testing.assert_array_equal(sampler.sample_tokens(legacy, graph, kernels, 6, 10),
+                                  sampler.sample_tokens(jax.random.wrap_key_data(legacy), graph, kernels, 6, 10))
     wide = GraphSpec.from_config(experiment1_graph_config(1, 2, 300, alpha_x=0.5, alpha_z=0.5))
     tokens = sampler.sample_tokens(jax.random.key(17), wide, sample_kernels(jax.random.key(18), wide), 4, 8)
     assert tokens.dtype == jnp.int32 and int(tokens.max()) < 300
