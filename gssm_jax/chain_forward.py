@@ -20,8 +20,6 @@ Both return the token losses `-log p(x_t | x_<t)` in nats per token, as the gene
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -135,28 +133,29 @@ def forward_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
 
     The transition of a block of nodes for a known X[t-1] is a Kronecker product, precomputed for
     every token value (`_block_transition`). Sequences are advanced one at a time (`lax.map`), so that
-    each block's contraction is a plain matrix product `(S / s, s) @ (s, s)` (XLA's GEMM; batched
-    products of per-sequence matrices ran at a third of its speed) on a belief that stays in cache.
-    The belief is flat, `(S,)`, C-order over the blocks in reverse: contracting the last block and
-    putting the new value first (the transpose is folded into the next product) leaves the layout as
-    it started once all blocks moved. The normalisation by the previous step's mass is folded into
-    the emission multiply, which saves a pass over the belief.
+    each block's contraction is a plain matrix product with the block's `(s, s)` matrix on a belief
+    that stays in cache (batched products of per-sequence matrices ran at a third of the speed). The
+    belief has one axis per block, C-order over the blocks, and each block's axis is contracted in
+    place (an einsum that keeps the axis order): on 8x4/V64 that was ~20% faster than contracting the
+    last axis and rotating it to the front with a transpose. The normalisation by the previous step's
+    mass is folded into the emission multiply, which saves a pass over the belief.
     """
     dtype = jnp.result_type(*tables.values())
     groups = blocks(graph)
     transitions = [_block_transition(graph, tables, block) for block in groups]
-    layout = tuple(name for block in groups[::-1] for name in block)
-    sizes = tuple(graph.node(name).states for name in layout)
-    states = math.prod(sizes)
+    layout = tuple(name for block in groups for name in block)
+    block_sizes = tuple(transition.shape[1] for transition in transitions)
     emission_rows = arrange(jnp.moveaxis(tables[graph.observed], -1, 0), graph.inputs(graph.observed), layout)
-    emission = jnp.broadcast_to(emission_rows, (graph.vocab_size, *sizes)).reshape(graph.vocab_size, states)
+    emission = jnp.broadcast_to(emission_rows, (graph.vocab_size, *(graph.node(n).states for n in layout)))
+    emission = emission.reshape(graph.vocab_size, *block_sizes)
+    letters = "abcdefghijklmnopqrstuvwxy"[:len(groups)]
+    contractions = [f"{letters},{letter}z->{letters.replace(letter, 'z')}" for letter in letters]
 
     def step(carry, token_pair):
-        belief, mass = carry  # belief: (S,) with total `mass`, p(x_{t-1} | x_<t-1)
+        belief, mass = carry  # belief: (*block_sizes,) with total `mass`, p(x_{t-1} | x_<t-1)
         previous_token, token = token_pair
-        for transition in transitions:
-            matrix = transition[previous_token]  # (previous, next)
-            belief = (belief.reshape(-1, matrix.shape[0]) @ matrix).T.reshape(states)
+        for contraction, transition in zip(contractions, transitions, strict=True):
+            belief = jnp.einsum(contraction, belief, transition[previous_token])  # (previous, next)
         # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf), not 0/0.
         scale = jnp.where(mass > 0, 1 / mass, 1)
         belief = belief * (jnp.take(emission, token, axis=0, mode="fill", fill_value=jnp.nan) * scale)
@@ -164,8 +163,9 @@ def forward_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
         return (belief, mass), -jnp.log(mass)
 
     def one_sequence(sequence_tokens):
-        start = (jnp.zeros((states,), dtype).at[0].set(1), jnp.ones((), dtype))
-        _, losses = lax.scan(step, start, (previous_tokens(sequence_tokens[None])[0], sequence_tokens))
+        start = jnp.zeros(block_sizes, dtype).at[(0,) * len(block_sizes)].set(1)
+        _, losses = lax.scan(step, (start, jnp.ones((), dtype)),
+                             (previous_tokens(sequence_tokens[None])[0], sequence_tokens))
         return losses
 
     return lax.map(one_sequence, tokens)
