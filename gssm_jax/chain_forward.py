@@ -12,8 +12,8 @@ layouts faster than the general pass of `gssm_jax.factorised_forward`:
   output (4 nodes fused in one step body took 3.5-5x as long as 4 separate loops;
   `lax.optimization_barrier` does not prevent it on CPU).
 * `forward_blocks`, for large state spaces: nodes grouped into blocks of <= `BLOCK_STATES` joint
-  values, each advanced by a matrix product of one sequence's flat belief with the block's
-  Kronecker matrix for its X[t-1].
+  values, one belief axis per block, each axis advanced in place by a product with the block's
+  Kronecker matrix for X[t-1], one sequence at a time.
 
 Both return the token losses `-log p(x_t | x_<t)` in nats per token, as the general pass.
 """
