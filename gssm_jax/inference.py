@@ -2,15 +2,9 @@
 
 The latent state is the joint value of all hidden nodes; the predictor knows the kernels and
 conditions on every past token. Before step 0 every previous value is 0, so the belief starts as a
-point mass at all-zero hidden values and X[-1] = 0. One step t of the forward pass:
-
-1. **transition, one hidden node at a time** in `graph.hidden_order`: the belief is a tensor with
-   one axis per hidden node; node h's axis is contracted with its conditional table, whose other
-   inputs are either the known token X[t-1] (a row is selected per sequence) or same-step hidden
-   parents (already updated to step t, so they are shared axes of the contraction);
-2. **emission**: the belief is multiplied by `p(x_t | X's parents)`, broadcast over X's parent axes;
-3. **normalisation**: the total mass is `p(x_t | x_<t)`; dividing by it keeps the belief a
-   distribution, so float32 is enough even with exact zeros in the tables and alpha down to 1e-4.
+point mass at all-zero hidden values and X[-1] = 0. Each step applies the transition one hidden
+node at a time, multiplies by the emission and normalises (the steps are spelled out in
+`gssm_jax.factorised_forward`).
 
 The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
 about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
