@@ -255,7 +255,8 @@ def _bits_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return threefry_2x32((words[0], words[1]), jnp.uint32(0), jnp.uint32(BITS_TAG))
 
 
-def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size: int, length: int, *,
+def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingTables, batch_size: int,
+                     length: int, *,
                      return_latents: bool = False, first_row: int | jax.Array = 0):
     """The pure sampler (not jitted): rows `first_row .. first_row + batch_size - 1` of the batch of `key`.
 
@@ -284,9 +285,6 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_s
     # A context node's row index is offset by its sequence's own table.
     offsets = {node.name: jnp.arange(batch_size, dtype=jnp.int32) * np.int32(math.prod(graph.input_sizes(node.name)))
                for node in graph.nodes if node.mode == "context"}
-    # The barrier materialises the tables once, before the loop: otherwise XLA may fuse their
-    # computation into the gathers and redo it every step.
-    thresholds = lax.optimization_barrier(thresholds)
 
     def step_words(t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The two uint32 (pairs, batch) words of every counter pair at step t."""
@@ -351,7 +349,8 @@ def _sample_jitted(key, kernels, graph, batch_size, length, return_latents, shar
                          out_specs=out_specs, check_vma=False)(key, kernels)
 
 
-def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels, batch_size: int, length: int, *,
+def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingTables, batch_size: int,
+                  length: int, *,
                   return_latents: bool = False, sharding: NamedSharding | None = None):
     """Samples a batch of token sequences of the GSSM (jit-compiled; safe to call under an outer jit).
 
