@@ -10,7 +10,7 @@ benchmarks.sampler` (the numpy reference is single-threaded either way).
 Columns: compile time (s, first call minus a second call), the one-off build of the inverse-CDF
 tables (`sampler.sampling_tables`, s), tokens/s of the JAX sampler given those tables (best of the
 repeats) and of `reference.sample`, their ratio, and the random-bit ceiling: the JAX sampler needs
-one 32-bit threefry word per node per token, so at the measured threefry rate (words/s, same
+one 32-bit threefry word per node per token (whole pairs of words), so at the measured threefry rate (words/s, same
 implementation, no sampling) it could reach at most `rate / words_per_token` tokens/s.
 """
 
@@ -74,7 +74,7 @@ def measure(name: str, batch: int, length: int, repeats: int, reference_length: 
                                                       reference_length), 1)
     ours = batch * length / run
     theirs = batch * reference_length / reference_run
-    words_per_token = len(graph.nodes)
+    words_per_token = 2 * -(-len(graph.nodes) // 2)  # whole threefry pairs: an odd node count wastes one word
     ceiling = threefry_words_per_second(batch, min(length, 512), words_per_token) / words_per_token
     return {"graph": name, "batch": batch, "compile_s": first - run, "tables_s": setup, "jax": ours,
             "reference": theirs, "ratio": ours / theirs, "ceiling": ceiling}

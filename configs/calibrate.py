@@ -14,7 +14,7 @@ The optional argument after `:` is a comma-separated list of `key=value`:
   graph    a family of gssm_jax.graph_families: four_by_four (default), eight_by_four, chain;
   measure  entropy (exact entropy rate, bits/token), gzip (the seed's bytes/token), zlib, bz2, lzma
            (bits/token), or both (default: entropy and gzip);
-  size     cpu (default; one pair per measure in a few minutes on 2 CPU cores, about 15 minutes for
+  size     cpu (default; one pair per measure in under a minute on 2 CPU cores, about 5 minutes for
            eight_by_four: see CPU_SIZES) or paper (the seed's batch of 1024 sequences at the family's
            length, 8 seeds; for accelerators).
 The workdir receives calibration.json, calibration.md and calibration.png.
@@ -32,12 +32,12 @@ MEASURE_CHOICES = (*MEASURES, "both")
 ARG_DEFAULTS = {"graph": "four_by_four", "measure": "both", "size": "cpu"}
 # (seeds, batch_size, length) at size=cpu, per family: one pair on one measure takes about a minute on 2 CPU
 # cores for four_by_four (benchmarks/calibration.py). eight_by_four's forward algorithm is ~256 times dearer per
-# token (about 1-3 k tokens/s on 2 CPU cores), so its entropy trials get 4 x 4 x 2048 tokens (~30 s each under load;
-# one pair in ~15 minutes). Drawing X's 65536 Dirichlet rows takes ~1 s per seed (kernels.sample_log_gamma).
+# token (about 5-6 k tokens/s on 2 quiet CPU cores), so its entropy trials get 4 x 4 x 2048 tokens (10-19 s each;
+# one pair in 5 minutes at a72be37). Drawing X's 65536 Dirichlet rows takes ~1 s per seed (kernels.sample_log_gamma).
 CPU_SIZES = {"four_by_four": (8, 32, 2048), "eight_by_four": (4, 4, 2048), "chain": (8, 32, 2048)}
 # At size=cpu when only compression measures are calibrated (no entropy): gzip's spread across graph seeds is
-# larger and its bytes/token depend on T, so eight_by_four gets 16 seeds of 16 x 4096 tokens (~25 s per trial,
-# one pair in ~12 minutes) and no compression table (that table also computes the entropy of every setting).
+# larger and its bytes/token depend on T, so eight_by_four gets 16 seeds of 16 x 4096 tokens (~12 s per trial,
+# one pair in 5 minutes at a72be37) and no compression table (that table also computes the entropy of every setting).
 CPU_COMPRESSION_SIZES = {"eight_by_four": (16, 16, 4096)}
 # Stopping tolerance of the search, in each measure's unit (bits/token; gzip: bytes/token).
 TOLERANCES = {"entropy": 0.005, "gzip": 0.002, "zlib": 0.01, "bz2": 0.01, "lzma": 0.01}

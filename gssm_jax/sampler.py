@@ -95,8 +95,8 @@ def cumulative_thresholds(probabilities: jax.Array) -> jax.Array:
       0. A value drawn from a random word w in [0, 2**32 - 2] is `sum(thresholds <= w)`. Below the
       row's most likely state the thresholds come from the head sums, above it from the tail sums,
       so tiny probabilities at either end keep their float32 relative precision; thresholds are
-      then held constant across states of probability exactly 0 (with a running max/min, exact
-      whatever the summation order of `cumsum`), so those states are never drawn.
+      then held constant across states of probability exactly 0 (a running max from the head, a
+      running min from the tail), so those states are never drawn.
     """
     states = probabilities.shape[-1]
     columns = probabilities.reshape(-1, states).astype(jnp.float32).T  # (states, rows)
