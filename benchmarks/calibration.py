@@ -26,10 +26,12 @@ import numpy as np
 from absl import app, flags
 
 from configs.calibrate import get_config
-from gssm_jax import difficulty, kernels, reference
-from gssm_jax.calibration import calibrate_pair
-from gssm_jax.graph import GraphSpec
-from gssm_jax.graph_families import get_family
+from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax.difficulty.search import calibrate_pair
+from gssm_jax.model import kernels
+from gssm_jax.model.families import get_family
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.sampling import reference
 
 _GRAPH = flags.DEFINE_string("graph", "four_by_four", "Graph family.")
 _SIZE = flags.DEFINE_string("size", "cpu", "configs/calibrate.py size: cpu or paper.")

@@ -26,10 +26,14 @@ import jax
 import numpy as np
 
 from configs.base import get_config
-from gssm_jax import data, metrics, parallel, reference, train
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import sample_kernels
-from gssm_jax.sampler import sample_tokens, sampling_tables
+from gssm_jax.data import load as data
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.sampling import reference
+from gssm_jax.sampling.sampler import sample_tokens, sampling_tables
+from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training import run_files as metrics
 
 
 def _reference_to_disk(graph: GraphSpec, directory: pathlib.Path, num_sequences: int, length: int,

@@ -28,9 +28,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from gssm_jax import inference, sampler
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import conditional_tables, sample_kernels
+from gssm_jax.inference import api as inference
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import conditional_tables, sample_kernels
+from gssm_jax.sampling import sampler
 
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke test: length 256 and fewer reference steps.")
 _REPETITIONS = flags.DEFINE_integer("repetitions", 3, "Timed repetitions of the JAX pass (best is reported).")

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gssm_jax import reference, sampler
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import conditional_tables, sample_kernels
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import conditional_tables, sample_kernels
+from gssm_jax.sampling import reference, sampler
 
 GRAPHS = {"4x4/V32": (4, 32), "8x4/V64": (8, 64)}
 

@@ -19,9 +19,11 @@ import numpy as np
 from absl import app, flags
 
 from configs.base import get_config
-from gssm_jax import parallel, reference, sampler, train
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import conditional_tables, sample_kernels
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import conditional_tables, sample_kernels
+from gssm_jax.sampling import reference, sampler
+from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed repetitions per measurement (after one warm-up).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size, sequences.")

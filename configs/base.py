@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gssm_jax.graph import experiment1_graph_config
+from gssm_jax.model.graph import experiment1_graph_config
 
 SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from gssm_jax.difficulty import MEASURES
-from gssm_jax.graph_families import FAMILIES, get_family
+from gssm_jax.difficulty.measurer import MEASURES
+from gssm_jax.model.families import FAMILIES, get_family
 
 SIZES = ("cpu", "paper")
 MEASURE_CHOICES = (*MEASURES, "both")

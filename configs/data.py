@@ -23,7 +23,8 @@ from __future__ import annotations
 import ml_collections
 
 from configs.base import parse_arg
-from gssm_jax import data, graph_families
+from gssm_jax.data import load as data
+from gssm_jax.model import families as graph_families
 
 SIZES = ("cpu", "paper")
 ARG_DEFAULTS = {"size": "cpu", "family": "four_by_four", "alpha_x": -1.0, "alpha_z": -1.0}  # -1: family default

@@ -38,7 +38,7 @@ import math
 import ml_collections
 
 from configs import base
-from gssm_jax.graph_families import FAMILIES
+from gssm_jax.model.families import FAMILIES
 
 SIZES = ("cpu", "paper")
 # graph=all covers every family at both sizes. Each graph is calibrated at the sweep's own seeds and length (the

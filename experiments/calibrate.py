@@ -24,11 +24,12 @@ import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gssm_jax import cli, metrics  # noqa: E402
-from gssm_jax.calibration import CalibratedPair, calibrate_pair  # noqa: E402
-from gssm_jax.difficulty import MEASURES, NATS_PER_BIT, Measurer, check_measure, compression_performance  # noqa: E402
-from gssm_jax.graph import GraphSpec  # noqa: E402
-from gssm_jax.graph_families import get_family  # noqa: E402
+from gssm_jax.cli import common as cli  # noqa: E402
+from gssm_jax.difficulty.measurer import MEASURES, NATS_PER_BIT, Measurer, check_measure, compression_performance  # noqa: E402
+from gssm_jax.difficulty.search import CalibratedPair, calibrate_pair  # noqa: E402
+from gssm_jax.model.families import get_family  # noqa: E402
+from gssm_jax.model.graph import GraphSpec  # noqa: E402
+from gssm_jax.training import run_files as metrics
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/calibrate.py[:arg].",
                                           lock_config=True)

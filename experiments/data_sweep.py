@@ -6,8 +6,8 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from gssm_jax.cli import parse_flags, quiet_library_logs, resolve_workdir
-from gssm_jax.data_sweep import run_data_sweep
+from gssm_jax.cli.common import parse_flags, quiet_library_logs, resolve_workdir
+from gssm_jax.experiment1.data_sweep import run_data_sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/data_sweep.py[:size=cpu|paper]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (dataset/, runs/n<N>/, data_sweep.md).")

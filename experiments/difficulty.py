@@ -18,10 +18,12 @@ import time
 import numpy as np
 from absl import app, flags
 
-from gssm_jax import difficulty, metrics, reference
-from gssm_jax.cli import parse_flags, resolve_workdir
-from gssm_jax.graph import GraphSpec
-from gssm_jax.graph_families import get_family
+from gssm_jax.cli.common import parse_flags, resolve_workdir
+from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax.model.families import get_family
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.sampling import reference
+from gssm_jax.training import run_files as metrics
 
 # (family, alpha_X, alpha_Z, the seed's gzip difficulty): the seed's table, 4 states per hidden node,
 # 1024 sequences, T = the family's length (2048 for four_by_four, 4096 for eight_by_four).

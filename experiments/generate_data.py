@@ -11,7 +11,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gssm_jax import cli
+from gssm_jax.cli import common as cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/data.py[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Dataset directory.")
@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from gssm_jax import data
+    from gssm_jax.data import load as data
 
     config = _CONFIG.value
     logging.info("The config:\n%s", config)

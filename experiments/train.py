@@ -8,7 +8,9 @@ Rerunning the same command resumes from the latest checkpoint in the workdir.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gssm_jax import cli, parallel, train
+from gssm_jax.cli import common as cli
+from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/base.py[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (overrides config.workdir).")

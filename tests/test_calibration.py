@@ -6,8 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from gssm_jax import calibration, difficulty
-from gssm_jax.graph_families import get_family
+from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax.difficulty import search as calibration
+from gssm_jax.model.families import get_family
 
 # Same graph and batch shape as tests/test_difficulty.py, so the sampler and forward algorithm compile once.
 TINY_GRAPH = {"nodes": [

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from gssm_jax import metrics, train
-from gssm_jax.checkpoint import Checkpoints
+from gssm_jax.training import loop as train
+from gssm_jax.training import run_files as metrics
+from gssm_jax.training.checkpoints import Checkpoints
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

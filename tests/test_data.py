@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from configs import data as data_config
-from gssm_jax import data, parallel
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import sample_kernels
-from gssm_jax.sampler import sample_tokens
+from gssm_jax.data import load as data
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.sampling.sampler import sample_tokens
+from gssm_jax.training import mesh as parallel
 
 GRAPH = experiment1_graph_config(2, 2, 5, alpha_x=0.5, alpha_z=0.5)
 PARAMETERS = dict(seed=3, data_seed=7, num_train=21, num_test=5, length=12, shard_size=8)

@@ -8,7 +8,7 @@ import pytest
 
 from configs import base
 from configs.data_sweep import get_config
-from gssm_jax import data_sweep
+from gssm_jax.experiment1 import data_sweep
 
 
 def test_config_sizes_and_errors():

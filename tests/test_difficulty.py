@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from gssm_jax import difficulty
-from gssm_jax.graph import GraphSpec
-from gssm_jax.graph_families import FAMILIES, get_family
-from gssm_jax.kernels import sample_kernels
+from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax.model.families import FAMILIES, get_family
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import sample_kernels
 
 # Same graph and batch shape as tests/test_calibration.py, so the sampler and forward algorithm compile once.
 TINY_GRAPH = {"nodes": [

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from configs import experiment1
-from gssm_jax.graph import GraphSpec
-from gssm_jax.graph_families import FAMILIES
+from gssm_jax.model.families import FAMILIES
+from gssm_jax.model.graph import GraphSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

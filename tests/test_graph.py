@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from gssm_jax.graph import GraphError, GraphSpec, experiment1_graph_config
+from gssm_jax.model.graph import GraphError, GraphSpec, experiment1_graph_config
 
 
 def _node(name, states=2, alpha=1.0, parents=(), **extra):

@@ -10,9 +10,11 @@ import pytest
 from scipy.special import gammaln
 
 from benchmarks.forward import numpy_dense_losses, numpy_factorised_losses
-from gssm_jax import chain_forward, inference, reference, sampler
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import conditional_tables, sample_kernels
+from gssm_jax.inference import api as inference
+from gssm_jax.inference import chains as chain_forward
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import conditional_tables, sample_kernels
+from gssm_jax.sampling import reference, sampler
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 FLOAT64_EPS = float(np.finfo(np.float64).eps)

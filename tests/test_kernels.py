@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import (
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import (
     PRODUCT_CLIP,
     conditional_table,
     conditional_tables,

@@ -14,9 +14,14 @@ import jax
 import numpy as np
 import pytest
 
-from gssm_jax import data, difficulty, evaluation, parallel, sampler, train
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import sample_kernels
+from gssm_jax.data import load as data
+from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.sampling import sampler
+from gssm_jax.training import evaluation
+from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="digests are of CPU float rounding")
 

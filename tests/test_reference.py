@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gssm_jax import reference
-from gssm_jax.difficulty import gzip_bytes_per_token
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.difficulty.measurer import gzip_bytes_per_token
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.sampling import reference
 
 FALSE_FAILURE_RATE = 1e-6
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from gssm_jax import report
+from gssm_jax.analysis import report
 
 # Final excess loss (nats/token) per graph, side and seed. four_by_four: means 0.11 vs 0.21, sample std 0.01
 # on both sides, so Welch's t = -0.1 / sqrt(2 * 0.01^2 / 3) = -12.25 with 4 degrees of freedom, p = 2.6e-4.

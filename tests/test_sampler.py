@@ -15,9 +15,10 @@ import pytest
 from jax.extend.random import threefry_2x32
 from scipy import stats
 
-from gssm_jax import parallel, reference, sampler
-from gssm_jax.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.kernels import conditional_table, conditional_tables, sample_kernels
+from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.model.kernels import conditional_table, conditional_tables, sample_kernels
+from gssm_jax.sampling import reference, sampler
+from gssm_jax.training import mesh as parallel
 
 FALSE_FAILURE_RATE = 1e-6
 

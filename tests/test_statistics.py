@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gssm_jax.statistics import confidence_interval, paired_t_test, welch_t_test
+from gssm_jax.analysis.statistics import confidence_interval, paired_t_test, welch_t_test
 
 
 def student_cdf_4(t: float) -> float:

@@ -10,8 +10,8 @@ import os
 import pytest
 
 from configs import experiment1
-from gssm_jax import sweep
-from gssm_jax.graph import GraphSpec
+from gssm_jax.experiment1 import sweep
+from gssm_jax.model.graph import GraphSpec
 
 
 def small_config():

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from gssm_jax import evaluation, metrics, parallel, reference, train
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import sample_kernels
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.sampling import reference
+from gssm_jax.training import evaluation
+from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training import run_files as metrics
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 

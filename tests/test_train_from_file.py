@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from gssm_jax import data as datasets
-from gssm_jax import inference, train
-from gssm_jax.checkpoint import Checkpoints
-from gssm_jax.graph import GraphSpec
+from gssm_jax.data import load as datasets
+from gssm_jax.inference import api as inference
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.training import loop as train
+from gssm_jax.training.checkpoints import Checkpoints
 
 NUM_TRAIN = 24  # batch 16: an epoch is 1.5 steps, so the checkpoint at step 4 (stream position 64 or 80) is mid-epoch
 

@@ -19,11 +19,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gssm_jax import inference, parallel
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import Kernels
+from gssm_jax.inference import api as inference
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import Kernels
 from gssm_jax.models import transformer
-from gssm_jax.sampler import sample_tokens
+from gssm_jax.sampling.sampler import sample_tokens
+from gssm_jax.training import mesh as parallel
 
 OPTIMAL_CACHE_FILE = "eval_optimal_losses.npz"
 

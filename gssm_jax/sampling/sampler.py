@@ -46,8 +46,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import Kernels, product_conditional, sample_node_kernel
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import Kernels, product_conditional, sample_node_kernel
 
 BITS_TAG = 0  # fold_in tags separating the random streams derived from the user's key
 CONTEXT_TAG = 1

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gssm_jax import metrics
-from gssm_jax.statistics import Interval, TTest, confidence_interval, welch_t_test
+from gssm_jax.analysis.statistics import Interval, TTest, confidence_interval, welch_t_test
+from gssm_jax.training import run_files as metrics
 
 SIDES = ("small_alpha_x", "small_alpha_z")
 SIDE_LABELS = {"small_alpha_x": "small alpha_X (easy to infer)", "small_alpha_z": "small alpha_Z (easy to predict)"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 
 PRODUCT_CLIP = 1e-10
 

@@ -33,9 +33,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gssm_jax import parallel
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import Kernels, sample_kernels
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import Kernels, sample_kernels
+from gssm_jax.training import mesh as parallel
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
@@ -151,7 +151,7 @@ def generate_dataset(directory: str | os.PathLike, graph_config: Any, *, seed: i
             if progress:
                 progress(GenerationProgress(shard_file(split, index), done, total, True))
 
-    from gssm_jax.sampler import sample_tokens, sampling_tables  # lazy: the sampler pulls in jit machinery
+    from gssm_jax.sampling.sampler import sample_tokens, sampling_tables  # lazy: the sampler pulls in jit machinery
 
     tables = sampling_tables(graph, kernels)  # built once for all shards
 

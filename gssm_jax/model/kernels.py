@@ -30,7 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 
 PRODUCT_CLIP = 1e-10
 # `sample_log_gamma` redraws rejected elements in pools of max(POOL_MIN, n // POOL_FRACTION) elements: about

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gssm_jax.graph import experiment1_graph_config
+from gssm_jax.model.graph import experiment1_graph_config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,10 +34,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gssm_jax import chain_forward, factorised_forward
-from gssm_jax.factorised_forward import pairwise_sum
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import Kernels, conditional_table, sample_node_kernel
+from gssm_jax.inference import chains as chain_forward
+from gssm_jax.inference import factorised as factorised_forward
+from gssm_jax.inference.factorised import pairwise_sum
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import Kernels, conditional_table, sample_node_kernel
 
 # A chunk of sequences whose beliefs fit in about this many bytes is advanced together through
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.

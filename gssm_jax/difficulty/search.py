@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from gssm_jax.difficulty import ALPHA_NAMES, MEASURES, Measurer, check_measure
+from gssm_jax.difficulty.measurer import ALPHA_NAMES, MEASURES, Measurer, check_measure
 
 DEFAULT_BOUNDS = (1e-4, 10.0)
 # The two sides of the experiment pair: (name, alpha held small, alpha calibrated).

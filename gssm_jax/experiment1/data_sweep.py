@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import ml_collections
 
-from gssm_jax import data, metrics, train
+from gssm_jax.data import load as data
+from gssm_jax.training import loop as train
+from gssm_jax.training import run_files as metrics
 
 RESULT_KEYS = ("eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
                "eval/excess_loss_standard_error")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 
 
 def arrange(values: jax.Array, value_axes: tuple[str, ...], layout: tuple[str, ...]) -> jax.Array:

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gssm_jax.factorised_forward import arrange, previous_tokens
-from gssm_jax.graph import GraphSpec
+from gssm_jax.inference.factorised import arrange, previous_tokens
+from gssm_jax.model.graph import GraphSpec
 
 # Independent hidden chains are advanced in blocks of nodes with at most this many joint values.
 BLOCK_STATES = 16

@@ -31,9 +31,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from gssm_jax import inference, sampler
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import sample_kernels, sample_node_kernel
+from gssm_jax.inference import api as inference
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import sample_kernels, sample_node_kernel
+from gssm_jax.sampling import sampler
 
 NATS_PER_BIT = math.log(2.0)
 # Tag folded into the seed's key to get the data key; kernels use fold_in(key(s), node_index) with

@@ -25,13 +25,15 @@ import optax
 from absl import logging
 from flax import nnx
 
-from gssm_jax import data as datasets
-from gssm_jax import evaluation, metrics, parallel
-from gssm_jax.checkpoint import Checkpoints
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import sample_kernels
+from gssm_jax.data import load as datasets
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.models import transformer
-from gssm_jax.sampler import SamplingTables, sample_tokens, sampling_tables
+from gssm_jax.sampling.sampler import SamplingTables, sample_tokens, sampling_tables
+from gssm_jax.training import evaluation
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training import run_files as metrics
+from gssm_jax.training.checkpoints import Checkpoints
 
 SCHEDULES = ("cosine", "constant")
 SOURCES = ("onfly", "file")

@@ -25,9 +25,9 @@ from typing import Any
 
 import ml_collections
 
-from gssm_jax import metrics
-from gssm_jax.graph import GraphSpec
-from gssm_jax.graph_families import get_family
+from gssm_jax.model.families import get_family
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.training import run_files as metrics
 
 Log = Callable[[str], None]
 SIDE_ALPHAS = {"small_alpha_x": ("alpha_X", "alpha_Z"), "small_alpha_z": ("alpha_Z", "alpha_X")}  # (small, free)
@@ -108,7 +108,8 @@ def compute_calibration(settings: dict, log: Log = print) -> dict:
       `{"settings", "target", "target_stderr", "unit", "alphas": {side: {"alpha_X", "alpha_Z"}},
       "difficulty": {side: {"mean", "stderr"}}, "pair": CalibratedPair.to_json()}`; difficulty in `unit`.
     """
-    from gssm_jax import calibration, difficulty  # noqa: PLC0415 (JAX work only when not cached)
+    from gssm_jax.difficulty import measurer as difficulty
+    from gssm_jax.difficulty import search as calibration  # noqa: PLC0415 (JAX work only when not cached)
 
     graph = settings["graph"]
     log(f"calibration {graph} ({settings['measure']}, seeds {settings['seeds']}, "
@@ -175,7 +176,7 @@ def check_run_dir(run: ml_collections.ConfigDict) -> None:
 
 def train_run(run: ml_collections.ConfigDict) -> dict:
     """Trains (or resumes) one run in `run.workdir`; returns its result.json content."""
-    from gssm_jax import train  # noqa: PLC0415 (keeps planning and reporting free of the training stack)
+    from gssm_jax.training import loop as train  # noqa: PLC0415 (keeps planning and reporting free of the training stack)
 
     try:
         return train.train_and_evaluate(run, run.workdir)

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: statistics and the Experiment 1 report."""

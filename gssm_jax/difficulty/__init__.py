@@ -1,0 +1,1 @@
+"""Difficulty of a graph setting (compression measures, exact entropy) and the calibration search."""

@@ -1,0 +1,1 @@
+"""The model: graph structure (`graph`), named graph families (`families`), Dirichlet kernels (`kernels`)."""
