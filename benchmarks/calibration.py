@@ -4,11 +4,11 @@
 
 Rows:
 * drawing one seed's kernels (all nodes, the reference alphas; mean over the seeds, after compilation):
-  with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.kernels.sample_log_gamma`.
+  with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.model.kernels.sample_log_gamma`.
   On eight_by_four X's kernel alone is 65536 x 64 gamma variates and dominates every trial that
   changes alpha_X;
 * one trial = one setting measured on every seed's batch (configs/calibrate.py size): the reference is
-  the seed's code path (numpy sampler `gssm_jax.reference`, then zlib-9 of each batch one after the
+  the seed's code path (numpy sampler `gssm_jax.sampling.reference`, then zlib-9 of each batch one after the
   other); ours samples with the JAX sampler and compresses the seeds' batches on a thread pool;
 * compression alone: zlib-9 of the seeds' batches, sequential vs `parallel_map` (zlib releases the GIL);
 * a whole pair (both sides, from the reference's difficulty, cpu-size search) per measure, from a fresh
@@ -26,8 +26,8 @@ import numpy as np
 from absl import app, flags
 
 from configs.calibrate import get_config
-from gssm_jax.difficulty import measurer as difficulty
-from gssm_jax.difficulty.search import calibrate_pair
+from gssm_jax import difficulty
+from gssm_jax.difficulty import calibrate_pair
 from gssm_jax.model import kernels
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec

@@ -6,7 +6,7 @@
 Rows:
 * generate_dataset: sequences sampled on device shard by shard, written as uint8 .npy with sha256 and
   fsync (steady state: from the end of the first shard, which includes compilation, to the end);
-* numpy reference -> disk: the seed-order numpy sampler (`gssm_jax.reference`) writing the same
+* numpy reference -> disk: the seed-order numpy sampler (`gssm_jax.sampling.reference`) writing the same
   number of sequences as uint8 .npy with fsync, in batches of `shard_size`;
 * device_batch from file: one training batch (shuffled rows of the memory-mapped train split placed on
   every device) vs `sample_tokens` of the same batch on the fly (compiled, blocked until ready);
@@ -26,11 +26,10 @@ import jax
 import numpy as np
 
 from configs.base import get_config
-from gssm_jax.data import load as data
+from gssm_jax import data
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import sample_kernels
-from gssm_jax.sampling import reference
-from gssm_jax.sampling.sampler import sample_tokens, sampling_tables
+from gssm_jax.sampling import reference, sample_tokens, sampling_tables
 from gssm_jax.training import loop as train
 from gssm_jax.training import mesh as parallel
 from gssm_jax.training import run_files as metrics

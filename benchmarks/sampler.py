@@ -8,7 +8,7 @@ suffers most when other processes hold the cores: compare with `taskset -c 0 pyt
 benchmarks.sampler` (the numpy reference is single-threaded either way).
 
 Columns: compile time (s, first call minus a second call), the one-off build of the inverse-CDF
-tables (`sampler.sampling_tables`, s), tokens/s of the JAX sampler given those tables (best of the
+tables (`tables.sampling_tables`, s), tokens/s of the JAX sampler given those tables (best of the
 repeats) and of `reference.sample`, their ratio, and the random-bit ceiling: the JAX sampler needs
 one 32-bit threefry word per node per token (whole pairs of words), so at the measured threefry rate (words/s, same
 implementation, no sampling) it could reach at most `rate / words_per_token` tokens/s.
@@ -26,7 +26,7 @@ import numpy as np
 
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import conditional_tables, sample_kernels
-from gssm_jax.sampling import reference, sampler
+from gssm_jax.sampling import reference, sampler, tables, threefry
 
 GRAPHS = {"4x4/V32": (4, 32), "8x4/V64": (8, 64)}
 
@@ -48,7 +48,7 @@ def threefry_words_per_second(batch: int, length: int, words_per_step: int) -> f
     @jax.jit
     def words(key_words):
         def step(checksum, t):
-            high, low = sampler.threefry_2x32((key_words[0], key_words[1]), rows[:, None],
+            high, low = threefry.threefry_2x32((key_words[0], key_words[1]), rows[:, None],
                                               t * np.uint32(pairs) + jnp.arange(pairs, dtype=jnp.uint32))
             return checksum ^ jnp.bitwise_xor.reduce(high ^ low, axis=1), None
         return jax.lax.scan(step, rows, jnp.arange(length, dtype=jnp.uint32))[0]
@@ -62,15 +62,15 @@ def measure(name: str, batch: int, length: int, repeats: int, reference_length: 
     num_hidden, vocab = GRAPHS[name]
     graph = GraphSpec.from_config(experiment1_graph_config(num_hidden, 4, vocab, 1e-3, 0.125))
     kernels = sample_kernels(jax.random.key(0), graph)
-    jax.block_until_ready(sampler.sampling_tables(graph, kernels))
-    setup = _seconds(lambda: sampler.sampling_tables(graph, kernels), repeats)
-    tables = sampler.sampling_tables(graph, kernels)
+    jax.block_until_ready(tables.sampling_tables(graph, kernels))
+    setup = _seconds(lambda: tables.sampling_tables(graph, kernels), repeats)
+    thresholds = tables.sampling_tables(graph, kernels)
     start = time.perf_counter()
-    jax.block_until_ready(sampler.sample_tokens(jax.random.key(1), graph, tables, batch, length))
+    jax.block_until_ready(sampler.sample_tokens(jax.random.key(1), graph, thresholds, batch, length))
     first = time.perf_counter() - start
-    run = _seconds(lambda: sampler.sample_tokens(jax.random.key(2), graph, tables, batch, length), repeats)
-    tables = {key: np.asarray(value, np.float64) for key, value in conditional_tables(graph, kernels).items()}
-    reference_run = _seconds(lambda: reference.sample(np.random.default_rng(3), graph, tables, batch,
+    run = _seconds(lambda: sampler.sample_tokens(jax.random.key(2), graph, thresholds, batch, length), repeats)
+    probabilities = {key: np.asarray(value, np.float64) for key, value in conditional_tables(graph, kernels).items()}
+    reference_run = _seconds(lambda: reference.sample(np.random.default_rng(3), graph, probabilities, batch,
                                                       reference_length), 1)
     ours = batch * length / run
     theirs = batch * reference_length / reference_run

@@ -19,11 +19,13 @@ import numpy as np
 from absl import app, flags
 
 from configs.base import get_config
+from gssm_jax import sampling as sampler
+from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import conditional_tables, sample_kernels
-from gssm_jax.sampling import reference, sampler
-from gssm_jax.training import loop as train
+from gssm_jax.sampling import reference
 from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed repetitions per measurement (after one warm-up).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size, sequences.")
@@ -50,12 +52,12 @@ def benchmark_size(width: int, depth: int, heads: int, batch_size: int, length: 
     graph = GraphSpec.from_config(config.graph)
     kernels = sample_kernels(jax.random.key(config.seed), graph)
     mesh = parallel.data_parallel_mesh()
-    data = train.TrainingData(graph, sampler.sampling_tables(graph, kernels), batch_size, length,
+    data = OnTheFlyBatches(graph, sampler.sampling_tables(graph, kernels), batch_size, length,
                               jax.random.key(0), mesh)
-    optimizer, schedule = train.make_optimizer(config.optimizer, 1000)
-    graphdef, state = train.init_state(train.model_config(config, graph), 0, optimizer)
+    optimizer, schedule = make_optimizer(config.optimizer, 1000)
+    graphdef, state = init_state(model_config(config, graph), 0, optimizer)
     holder = {"state": jax.device_put(state, parallel.replicated(mesh))}
-    train_step = train.make_train_step(graphdef, optimizer, schedule, mesh)
+    train_step = make_train_step(graphdef, optimizer, schedule, mesh)
     fixed_batch = data.batch(0)
 
     def step_only(_):

@@ -11,7 +11,7 @@ Commands (from the repository root):
       --config.model_results=reference=runs/ref/result.json --workdir=runs/cal_4x4
 
 The optional argument after `:` is a comma-separated list of `key=value`:
-  graph    a family of gssm_jax.graph_families: four_by_four (default), eight_by_four, chain;
+  graph    a family of gssm_jax.model.families: four_by_four (default), eight_by_four, chain;
   measure  entropy (exact entropy rate, bits/token), gzip (the seed's bytes/token), zlib, bz2, lzma
            (bits/token), or both (default: entropy and gzip);
   size     cpu (default; one pair per measure in under a minute on 2 CPU cores, about 5 minutes for
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gssm_jax.difficulty.measurer import MEASURES
+from gssm_jax.difficulty import MEASURES
 from gssm_jax.model.families import FAMILIES, get_family
 
 SIZES = ("cpu", "paper")
@@ -70,12 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         seeds, batch_size, length = (CPU_COMPRESSION_SIZES if compression_only else CPU_SIZES)[family.name]
 
     config = ml_collections.ConfigDict()
-    # Graph family name (gssm_jax.graph_families.FAMILIES).
+    # Graph family name (gssm_jax.model.families.FAMILIES).
     config.graph = family.name
     # Comma-separated measures to calibrate on, each one of gssm_jax.difficulty.MEASURES.
     config.measures = "entropy,gzip" if options["measure"] == "both" else options["measure"]
     # Number of graph seeds 0..seeds-1 averaged at every trial (>= 2 for standard errors); seed s draws
-    # kernels from jax.random.key(s) and the data batch from fold_in(key(s), DATA_KEY_TAG).
+    # kernels from keys.kernel_key(s) and the data batch from keys.calibration_data_key(s).
     config.seeds = seeds
     # Sequences per seed and trial.
     config.batch_size = batch_size

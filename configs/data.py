@@ -10,7 +10,7 @@ Commands (from the repository root):
 The optional argument after `:` is a comma-separated list of `key=value`:
   size     cpu (default: 1,000 + 64 sequences of 128 tokens, seconds) or paper (1,000,000 + 1,024
            sequences at the family's seed length, 2 GB for four_by_four);
-  family   graph family of `gssm_jax.graph_families` (default four_by_four);
+  family   graph family of `gssm_jax.model.families` (default four_by_four);
   alpha_x  Dirichlet concentration of X's rows (default: the family's reference setting);
   alpha_z  Dirichlet concentration of every hidden node's rows (default: the family's reference setting).
 `num_train` defaults to the largest size of the data-size sweep (`gssm_jax.data.data_size_grid(size)`),
@@ -23,7 +23,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs.base import parse_arg
-from gssm_jax.data import load as data
+from gssm_jax import data
 from gssm_jax.model import families as graph_families
 
 SIZES = ("cpu", "paper")

@@ -17,7 +17,7 @@ import ml_collections
 
 from configs import base
 from configs.base import parse_arg
-from gssm_jax.data import load as data
+from gssm_jax import data
 
 SIZES = ("cpu", "paper")
 

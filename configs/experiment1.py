@@ -21,7 +21,7 @@ Commands (from the repository root):
 
 The optional argument after `:` is a comma-separated list of `key=value`:
   graph       all (default: every family) or one of
-              four_by_four, eight_by_four, chain (`gssm_jax.graph_families`);
+              four_by_four, eight_by_four, chain (`gssm_jax.model.families`);
   side        both (default), small_alpha_x or small_alpha_z;
   match       entropy (default: exact entropy rate, bits/token) or gzip (the seed's bytes/token);
   size        cpu (default) or paper;
@@ -97,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_sequences = 256 if paper else 64
 
     config.experiment1 = ml_collections.ConfigDict()
-    # Graph families compared (names in gssm_jax.graph_families.FAMILIES).
+    # Graph families compared (names in gssm_jax.model.families.FAMILIES).
     config.experiment1.graphs = graphs
     # Sides of the pair: small_alpha_x (alpha_X = small, alpha_Z calibrated) and/or small_alpha_z.
     config.experiment1.sides = sides

@@ -24,9 +24,17 @@ import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from gssm_jax import files
 from gssm_jax.cli import common as cli  # noqa: E402
-from gssm_jax.difficulty.measurer import MEASURES, NATS_PER_BIT, Measurer, check_measure, compression_performance  # noqa: E402
-from gssm_jax.difficulty.search import CalibratedPair, calibrate_pair  # noqa: E402
+from gssm_jax.difficulty import (  # noqa: E402  # noqa: E402
+    MEASURES,
+    NATS_PER_BIT,
+    CalibratedPair,
+    Measurer,
+    calibrate_pair,
+    check_measure,
+    compression_performance,
+)
 from gssm_jax.model.families import get_family  # noqa: E402
 from gssm_jax.model.graph import GraphSpec  # noqa: E402
 from gssm_jax.training import run_files as metrics
@@ -78,10 +86,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
             for label, row in performance.items()},
     }
     os.makedirs(workdir, exist_ok=True)
-    metrics.write_json_atomic(os.path.join(workdir, "calibration.json"), result)
+    files.write_json(os.path.join(workdir, "calibration.json"), result)
     vocab_size = GraphSpec.from_config(family.config(*family.reference)).vocab_size
     markdown = report_markdown(result, math.log2(vocab_size))
-    metrics.write_text_atomic(os.path.join(workdir, "calibration.md"), markdown)
+    files.write_text(os.path.join(workdir, "calibration.md"), markdown)
     plot_curves(pairs, os.path.join(workdir, "calibration.png"), title=family.name)
     log(markdown)
     return result

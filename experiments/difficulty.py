@@ -18,12 +18,11 @@ import time
 import numpy as np
 from absl import app, flags
 
+from gssm_jax import difficulty, files
 from gssm_jax.cli.common import parse_flags, resolve_workdir
-from gssm_jax.difficulty import measurer as difficulty
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.sampling import reference
-from gssm_jax.training import run_files as metrics
 
 # (family, alpha_X, alpha_Z, the seed's gzip difficulty): the seed's table, 4 states per hidden node,
 # 1024 sequences, T = the family's length (2048 for four_by_four, 4096 for eight_by_four).
@@ -100,8 +99,8 @@ def main(argv: list[str]) -> None:
         print(f"    done after {time.perf_counter() - started:.0f} s", flush=True)
     table = _markdown(rows)
     print(table)
-    metrics.write_json_atomic(os.path.join(workdir, "difficulty.json"), rows)
-    metrics.write_text_atomic(os.path.join(workdir, "difficulty.md"), table)
+    files.write_json(os.path.join(workdir, "difficulty.json"), rows)
+    files.write_text(os.path.join(workdir, "difficulty.md"), table)
     print(f"wrote {workdir}/difficulty.md and difficulty.json")
 
 

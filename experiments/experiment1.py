@@ -13,9 +13,9 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gssm_jax import experiment1 as sweep
 from gssm_jax.analysis import report
 from gssm_jax.cli import common as cli
-from gssm_jax.experiment1 import sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/experiment1.py", "Config file, e.g. "
                                           "configs/experiment1.py:size=cpu.", lock_config=True)

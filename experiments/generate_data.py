@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from gssm_jax.data import load as data
+    from gssm_jax import data
 
     config = _CONFIG.value
     logging.info("The config:\n%s", config)

@@ -11,6 +11,7 @@ from ml_collections import config_flags
 from gssm_jax.cli import common as cli
 from gssm_jax.training import loop as train
 from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/base.py[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (overrides config.workdir).")
@@ -30,7 +31,7 @@ def main(argv):
     except train.Preempted as preempted:
         logging.warning("%s", preempted)
         raise SystemExit(143) from None
-    except (train.ConfigError, FloatingPointError) as error:
+    except (ConfigError, FloatingPointError) as error:
         raise SystemExit(f"error: {error}") from None
     logging.info("Finished: %s", result)
 

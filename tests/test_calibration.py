@@ -6,8 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from gssm_jax.difficulty import measurer as difficulty
-from gssm_jax.difficulty import search as calibration
+from gssm_jax import difficulty
 from gssm_jax.model.families import get_family
 
 # Same graph and batch shape as tests/test_difficulty.py, so the sampler and forward algorithm compile once.
@@ -24,7 +23,7 @@ def test_find_alpha_recovers_known_root_of_smooth_objective():
     true_alpha = 0.037
     target = 2 + 0.5 * math.log(true_alpha)
     tolerance = 1e-3
-    result = calibration.find_alpha(lambda a: (2 + 0.5 * math.log(a), 0.0), target, tolerance=tolerance)
+    result = difficulty.find_alpha(lambda a: (2 + 0.5 * math.log(a), 0.0), target, tolerance=tolerance)
     assert result.converged and abs(result.mean - target) <= tolerance
     # |f(a) - f(a*)| = 0.5 |log a - log a*| <= tolerance, so log alpha is within 2 * tolerance.
     assert abs(math.log(result.alpha) - math.log(true_alpha)) <= tolerance / 0.5
@@ -40,7 +39,7 @@ def test_find_alpha_recovers_root_of_saturating_objective():
     true_alpha = 10**-1.3
     target = objective(true_alpha)[0]
     tolerance = 1e-4
-    result = calibration.find_alpha(objective, target, tolerance=tolerance, bounds=(1e-6, 1e3))
+    result = difficulty.find_alpha(objective, target, tolerance=tolerance, bounds=(1e-6, 1e3))
     assert abs(result.mean - target) <= tolerance
     # Slope d f / d log10 alpha >= 2 * 5 * p(1 - p) near the root; use its value there, conservatively halved.
     p = target / 5
@@ -52,14 +51,14 @@ def test_find_alpha_recovers_root_of_saturating_objective():
 
 def test_unreachable_target_raises_with_range():
     # 1 + tanh(log alpha) / 2 saturates at exactly 0.5 and 1.5 at the bounds exp(-+50).
-    with pytest.raises(calibration.UnreachableTargetError, match=r"reaches: \[0\.5, 1\.5\]"):
-        calibration.find_alpha(lambda a: (1.0 + 0.5 * math.tanh(math.log(a)), 0.0), 7.0, tolerance=0.01,
+    with pytest.raises(difficulty.UnreachableTargetError, match=r"reaches: \[0\.5, 1\.5\]"):
+        difficulty.find_alpha(lambda a: (1.0 + 0.5 * math.tanh(math.log(a)), 0.0), 7.0, tolerance=0.01,
                                bounds=(math.exp(-50), math.exp(50)))
 
 
 def test_unreachable_target_below_range_raises():
-    with pytest.raises(calibration.UnreachableTargetError, match="outside what alpha_Z"):
-        calibration.find_alpha(lambda a: (math.log(a), 0.0), -100.0, tolerance=0.1, name="alpha_Z")
+    with pytest.raises(difficulty.UnreachableTargetError, match="outside what alpha_Z"):
+        difficulty.find_alpha(lambda a: (math.log(a), 0.0), -100.0, tolerance=0.1, name="alpha_Z")
 
 
 def test_non_monotone_objective_is_reported():
@@ -70,20 +69,20 @@ def test_non_monotone_objective_is_reported():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = calibration.find_alpha(objective, -2.2, tolerance=1e-3, grid_points=16)
+        result = difficulty.find_alpha(objective, -2.2, tolerance=1e-3, grid_points=16)
     assert not result.monotone and result.largest_decrease > 1e-3
     assert any("not monotone" in str(w.message) for w in caught)
 
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="bounds"):
-        calibration.find_alpha(lambda a: (a, 0), 1, tolerance=0.1, bounds=(1.0, 0.1))
+        difficulty.find_alpha(lambda a: (a, 0), 1, tolerance=0.1, bounds=(1.0, 0.1))
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE, length=LENGTH)
     with pytest.raises(ValueError, match="valid measures"):
-        calibration.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=1, measure="zip",
+        difficulty.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=1, measure="zip",
                               tolerance=0.1)
     with pytest.raises(ValueError, match="fixed must give exactly the other"):
-        calibration.calibrate(measurer, fixed={"alpha_Z": 1e-3}, free="alpha_Z", target=1, measure="entropy",
+        difficulty.calibrate(measurer, fixed={"alpha_Z": 1e-3}, free="alpha_Z", target=1, measure="entropy",
                               tolerance=0.1)
 
 
@@ -93,7 +92,7 @@ def test_entropy_objective_is_monotone_in_each_alpha():
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1, 2), batch_size=BATCH_SIZE, length=LENGTH)
     grid = np.geomspace(1e-4, 10.0, 6)
     for fixed, free in (({"alpha_X": 1e-3}, "alpha_Z"), ({"alpha_Z": 1e-3}, "alpha_X")):
-        means = [e.mean for e in calibration.curve(measurer, fixed=fixed, free=free, alphas=grid, measure="entropy")]
+        means = [e.mean for e in difficulty.curve(measurer, fixed=fixed, free=free, alphas=grid, measure="entropy")]
         # Non-decreasing everywhere, and strictly increasing once above the floor of the smallest alphas (there
         # the rows are one-hot to float32 precision up to a rare second entry: ~0 bits, the same at 1e-4 and
         # 1e-3 because the boost uniforms that decide each row's winner do not depend on alpha).
@@ -107,7 +106,7 @@ def test_calibrate_recovers_known_alpha_on_real_objective():
     true_alpha = 0.05
     target = measurer({"alpha_X": 1e-3, "alpha_Z": true_alpha}, "entropy").mean
     tolerance = 0.01  # bits/token
-    result = calibration.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=target,
+    result = difficulty.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=target,
                                    measure="entropy", tolerance=tolerance)
     assert result.converged and abs(result.mean - target) <= tolerance
     assert result.fixed == {"alpha_X": 1e-3} and result.measure == "entropy"
@@ -123,7 +122,7 @@ def test_calibrate_recovers_known_alpha_on_real_objective():
 def test_calibrate_pair_matches_reference_difficulty():
     family = get_family("four_by_four")
     measurer = difficulty.Measurer(family, seeds=(0, 1), batch_size=8, length=256)
-    pair = calibration.calibrate_pair(measurer, measure="gzip", tolerance=0.02, grid_points=4)
+    pair = difficulty.calibrate_pair(measurer, measure="gzip", tolerance=0.02, grid_points=4)
     reference = measurer(family.reference_alphas, "gzip")
     assert pair.target == reference.mean
     for side in (pair.small_alpha_x, pair.small_alpha_z):
@@ -183,7 +182,7 @@ def test_search_stops_at_a_jump_and_says_not_converged():
         calls.append(alpha)
         return float(alpha > 0.01), 0.0
 
-    result = calibration.find_alpha(objective, 0.5, tolerance=0.01, log_alpha_tolerance=1e-3)
+    result = difficulty.find_alpha(objective, 0.5, tolerance=0.01, log_alpha_tolerance=1e-3)
     assert not result.converged and abs(math.log(result.alpha / 0.01)) < 1e-2
     assert len(calls) < 6 + 30  # stopped by the bracket width, not by max_iterations
 
@@ -192,14 +191,14 @@ def test_known_points_join_the_monotonicity_check_and_win_when_closer():
     def objective(alpha):
         return 2 + 0.5 * math.log(alpha), 0.0
 
-    on_target = calibration.Evaluation(0.02, objective(0.02)[0], 0.0)
-    result = calibration.find_alpha(objective, on_target.mean, tolerance=0.05, known=[on_target])
+    on_target = difficulty.Evaluation(0.02, objective(0.02)[0], 0.0)
+    result = difficulty.find_alpha(objective, on_target.mean, tolerance=0.05, known=[on_target])
     assert result.alpha == 0.02 and result.mean == on_target.mean and result.converged and result.monotone
     assert on_target in result.evaluations
     # A known point above the curve makes it non-monotone; it is far from the target, so it is not the result.
     with pytest.warns(UserWarning, match="not monotone"):
-        wiggle = calibration.find_alpha(objective, on_target.mean, tolerance=0.05,
-                                        known=[calibration.Evaluation(0.05, 4.0, 0.0)])
+        wiggle = difficulty.find_alpha(objective, on_target.mean, tolerance=0.05,
+                                        known=[difficulty.Evaluation(0.05, 4.0, 0.0)])
     assert not wiggle.monotone and wiggle.largest_decrease > 1 and wiggle.alpha != 0.05
 
 
@@ -207,7 +206,7 @@ def test_pair_uses_the_reference_on_the_small_alpha_x_curve():
     # The reference (alpha_X = small) lies on the small-alpha_X curve: with the same keys it is an exact root.
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1), batch_size=BATCH_SIZE, length=LENGTH)
     reference = {"alpha_X": 1e-3, "alpha_Z": 0.07}
-    pair = calibration.calibrate_pair(measurer, measure="entropy", tolerance=0.01, reference=reference,
+    pair = difficulty.calibrate_pair(measurer, measure="entropy", tolerance=0.01, reference=reference,
                                       grid_points=4)
     assert pair.small_alpha_x.alpha == 0.07 and pair.small_alpha_x.mean == pair.target
     assert any(e.alpha == 0.07 for e in pair.small_alpha_x.evaluations)
@@ -234,6 +233,6 @@ def test_log10_alpha_stderr_uses_the_bracketing_grid_cell():
     def objective(alpha):
         return min(max(math.log10(alpha) + 3, 0.0), 1.0), 0.05
 
-    result = calibration.find_alpha(objective, 0.5, tolerance=0.01, bounds=(1e-4, 10.0), grid_points=6)
+    result = difficulty.find_alpha(objective, 0.5, tolerance=0.01, bounds=(1e-4, 10.0), grid_points=6)
     assert result.converged and abs(math.log10(result.alpha) + 2.5) <= 0.01
     assert result.log10_alpha_stderr == pytest.approx(0.05, rel=1e-6)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
+from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.training import loop as train
 from gssm_jax.training import run_files as metrics
 from gssm_jax.training.checkpoints import Checkpoints
@@ -71,14 +72,14 @@ def uninterrupted(tmp_path_factory):
 
 def test_crash_then_sigterm_then_resume_is_bitwise_identical(tmp_path, monkeypatch, uninterrupted):
     workdir = str(tmp_path)
-    sample_batch = train.TrainingData.batch
+    sample_batch = OnTheFlyBatches.batch
 
     def crash_at_step_14(self, step):
         if step == 14:  # a crash between checkpoints: steps 11..14 are redone after the resume
             raise RuntimeError("simulated crash")
         return sample_batch(self, step)
 
-    monkeypatch.setattr(train.TrainingData, "batch", crash_at_step_14)
+    monkeypatch.setattr(OnTheFlyBatches, "batch", crash_at_step_14)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train_and_evaluate(_config(), workdir)
     assert [record["step"] for record in metrics.read_metrics(workdir)][-1] == 10
@@ -88,7 +89,7 @@ def test_crash_then_sigterm_then_resume_is_bitwise_identical(tmp_path, monkeypat
             signal.raise_signal(signal.SIGTERM)  # what a preempting scheduler sends
         return sample_batch(self, step)
 
-    monkeypatch.setattr(train.TrainingData, "batch", sigterm_during_step_22)
+    monkeypatch.setattr(OnTheFlyBatches, "batch", sigterm_during_step_22)
     with pytest.raises(train.Preempted, match="step 23"):
         train.train_and_evaluate(_config(), workdir)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=2)
@@ -96,7 +97,7 @@ def test_crash_then_sigterm_then_resume_is_bitwise_identical(tmp_path, monkeypat
     checkpoints.close()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
 
-    monkeypatch.setattr(train.TrainingData, "batch", sample_batch)
+    monkeypatch.setattr(OnTheFlyBatches, "batch", sample_batch)
     result = train.train_and_evaluate(_config(), workdir)
 
     _assert_bitwise_equal(_final_state(workdir), uninterrupted["state"])

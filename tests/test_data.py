@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import data as data_config
-from gssm_jax.data import load as data
+from gssm_jax import data
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.sampling.sampler import sample_tokens
@@ -74,7 +74,7 @@ def test_product_kernels_are_stored_one_table_per_input(tmp_path):
     rng = np.random.default_rng(0)  # any tables of the right shapes: the layout is under test, not the draw
     kernels = {node.name: tuple(rng.random((size, node.states), np.float32) for size in graph.input_sizes(node.name))
                for node in graph.nodes}
-    (tmp_path / "kernels.npz").write_bytes(data._kernels_bytes(graph, kernels))
+    (tmp_path / "kernels.npz").write_bytes(data.format.kernels_bytes(graph, kernels))
     with np.load(tmp_path / "kernels.npz") as stored:
         assert sorted(stored.files) == ["X.0.Z1", "X.1.Z2", "Z1.0.Z1", "Z1.1.X", "Z2.0.Z2", "Z2.1.X"]
     loaded = data.load_kernels(tmp_path / "kernels.npz", graph)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax import difficulty
 from gssm_jax.model.families import FAMILIES, get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels

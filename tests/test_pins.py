@@ -14,13 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from gssm_jax.data import load as data
-from gssm_jax.difficulty import measurer as difficulty
+from gssm_jax import data, difficulty, keys
+from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import sample_kernels
-from gssm_jax.sampling import sampler
+from gssm_jax.sampling import sampler, tables
 from gssm_jax.training import evaluation
-from gssm_jax.training import loop as train
 from gssm_jax.training import mesh as parallel
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="digests are of CPU float rounding")
@@ -74,13 +73,13 @@ def test_derived_keys_are_pinned():
     """Every key the library derives from a seed: data shards, calibration data, eval, the training stream."""
     shards = data.shard_key(5, "train", 2), data.shard_key(5, "test", 0)
     assert _digest(*(_key_words(key) for key in shards)) == "a94bd85d8dfa525d"
-    assert _digest(_key_words(difficulty.data_key(3))) == "d21c9539477d806f"
+    assert _digest(_key_words(keys.calibration_data_key(3))) == "d21c9539477d806f"
     assert _digest(data.batch_indices(7, batch_size=8, seed=4, num_sequences=30)) == "6025b603a83b6814"
     graph = GraphSpec.from_config(experiment1_graph_config(2, 2, 8, 0.1, 0.2))
     kernels = sample_kernels(jax.random.key(0), graph)
     assert _digest(evaluation.heldout_tokens(graph, kernels, 8, 16, 12345)) == "29830298a9b9f21e"
     mesh = parallel.data_parallel_mesh()
-    stream = train.TrainingData(graph, sampler.sampling_tables(graph, kernels), 8, 16, jax.random.key(1), mesh)
+    stream = OnTheFlyBatches(graph, tables.sampling_tables(graph, kernels), 8, 16, jax.random.key(1), mesh)
     assert _digest(stream.batch(0), stream.batch(5)) == "b952315f15c6020f"
     _, tokens = difficulty.sample_seed_batch(graph, 2, 4, 16)
     assert _digest(tokens) == "46381e31a9fc94d7"

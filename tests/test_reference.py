@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gssm_jax.difficulty.measurer import gzip_bytes_per_token
+from gssm_jax.difficulty import gzip_bytes_per_token
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.sampling import reference
 

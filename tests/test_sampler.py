@@ -17,7 +17,7 @@ from scipy import stats
 
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import conditional_table, conditional_tables, sample_kernels
-from gssm_jax.sampling import reference, sampler
+from gssm_jax.sampling import reference, sampler, tables, threefry
 from gssm_jax.training import mesh as parallel
 
 FALSE_FAILURE_RATE = 1e-6
@@ -63,7 +63,7 @@ def test_threefry_matches_jax():
     high = jnp.arange(50, dtype=jnp.uint32) * np.uint32(2654435761)
     low = jnp.arange(50, dtype=jnp.uint32) ^ np.uint32(0xFFFF0000)
     expected = threefry_2x32(key, jnp.concatenate([high, low]))
-    np.testing.assert_array_equal(np.concatenate(sampler.threefry_2x32((key[0], key[1]), high, low)), expected)
+    np.testing.assert_array_equal(np.concatenate(threefry.threefry_2x32((key[0], key[1]), high, low)), expected)
 
 
 def test_thresholds_resolve_probabilities_and_keep_zeros():
@@ -73,7 +73,7 @@ def test_thresholds_resolve_probabilities_and_keep_zeros():
     probabilities[0] = 0
     probabilities[0, 7] = 1  # a single certain state
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    thresholds = np.asarray(sampler.cumulative_thresholds(jnp.asarray(probabilities)), np.float64)
+    thresholds = np.asarray(tables.cumulative_thresholds(jnp.asarray(probabilities)), np.float64)
     assert np.all(np.diff(thresholds, axis=1) >= 0)
     # Random words are clamped to [0, 2**32 - 2], so the SATURATED threshold 2**32 - 1 closes the range.
     edges = np.concatenate([np.zeros((200, 1)), thresholds, np.full((200, 1), 2.0**32 - 1)], axis=1)
@@ -249,7 +249,7 @@ def test_single_hidden_node_graph_compiles_and_follows_its_table():
 def test_wide_vocabulary_bisects_and_follows_its_table():
     # Above ROW_GATHER_MAX_STATES states a draw bisects its threshold row instead of comparing all of it.
     graph = GraphSpec.from_config(experiment1_graph_config(1, 2, 300, alpha_x=0.5, alpha_z=0.5))
-    assert graph.vocab_size > sampler.ROW_GATHER_MAX_STATES
+    assert graph.vocab_size > tables.ROW_GATHER_MAX_STATES
     kernels = sample_kernels(jax.random.key(21), graph)
     tokens, latents = sampler.sample_tokens(jax.random.key(22), graph, kernels, 512, 32, return_latents=True)
     tokens, latents = np.asarray(tokens), {k: np.asarray(v) for k, v in latents.items()}
@@ -265,7 +265,7 @@ def test_precomputed_tables_give_the_same_batch():
         {"name": "X", "states": 5, "alpha": 0.5, "parents": ["Z1", "Z2"]},
     ])
     kernels = sample_kernels(jax.random.key(23), graph)
-    tables = sampler.sampling_tables(graph, kernels)
-    assert set(tables.thresholds) == {"Z2", "X"}  # context nodes are redrawn per sequence from the key
-    np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(24), graph, tables, 8, 12)),
+    precomputed = tables.sampling_tables(graph, kernels)
+    assert set(precomputed.thresholds) == {"Z2", "X"}  # context nodes are redrawn per sequence from the key
+    np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(24), graph, precomputed, 8, 12)),
                                   np.asarray(sampler.sample_tokens(jax.random.key(24), graph, kernels, 8, 12)))

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import gssm_jax.experiment1 as exp1
 from configs import experiment1
 from gssm_jax.experiment1 import sweep
 from gssm_jax.model.graph import GraphSpec
@@ -63,17 +64,17 @@ def fakes(monkeypatch):
 
 
 def test_plan_covers_graphs_sides_seeds_and_models():
-    cells = sweep.plan(small_config())
+    cells = exp1.plan(small_config())
     assert len(cells) == 2 * 2 * 2 * 2
-    assert cells[0] == sweep.Cell("four_by_four", "small_alpha_x", 0, "a")
+    assert cells[0] == exp1.Cell("four_by_four", "small_alpha_x", 0, "a")
     assert cells[-1].run_dir("/w") == "/w/runs/chain/small_alpha_z/seed1/b"
     assert len(set(cells)) == len(cells)
 
 
 def test_run_config_sets_the_cell_graph_seeds_and_model():
     config = small_config()
-    cell = sweep.Cell("chain", "small_alpha_z", 1, "b")
-    run = sweep.run_config(config, cell, {"alpha_X": 0.05, "alpha_Z": 1e-3}, "/w")
+    cell = exp1.Cell("chain", "small_alpha_z", 1, "b")
+    run = exp1.run_config(config, cell, {"alpha_X": 0.05, "alpha_Z": 1e-3}, "/w")
     graph = GraphSpec.from_config(run.graph)
     assert graph.node("X").alpha == 0.05 and graph.node("Z2").alpha == 1e-3 and graph.node("X").parents == ("Z2", "Z3")
     assert (run.seed, run.model.init_seed, run.data.data_seed) == (1, 1, config.data.data_seed + 1)
@@ -113,7 +114,7 @@ def test_a_run_trained_with_other_alphas_is_an_error(tmp_path, fakes):
     os.remove(os.path.join(workdir, "runs", "chain", "small_alpha_x", "seed0", "a", "result.json"))
     config.calibration.tolerance = 0.001  # new calibration settings -> recalibrated with another free alpha
     fakes.free_alpha = 0.3
-    with pytest.raises(sweep.SweepError, match=r"runs/four_by_four/small_alpha_x/seed0/a was trained with other graph"):
+    with pytest.raises(exp1.SweepError, match=r"runs/four_by_four/small_alpha_x/seed0/a was trained with other graph"):
         sweep.run_experiment(config, workdir, log=lambda line: None)
 
 
@@ -130,12 +131,12 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
 
 
 def test_slurm_parameters_from_the_flags():
-    options = sweep.SlurmOptions(partition="gpu", time_minutes=90, gpus_per_node=4, cpus_per_task=16, max_parallel=8)
-    assert sweep.slurm_parameters(options) == {
+    options = exp1.SlurmOptions(partition="gpu", time_minutes=90, gpus_per_node=4, cpus_per_task=16, max_parallel=8)
+    assert exp1.slurm_parameters(options) == {
         "name": "experiment1", "timeout_min": 90, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 4,
         "cpus_per_task": 16, "slurm_array_parallelism": 8, "slurm_partition": "gpu"}
     with pytest.raises(ValueError, match="time_minutes > 0"):
-        sweep.slurm_parameters(sweep.SlurmOptions(time_minutes=0))
+        exp1.slurm_parameters(exp1.SlurmOptions(time_minutes=0))
 
 
 def test_slurm_executor_writes_an_array_job_with_partition_time_and_gpus(tmp_path, monkeypatch):
@@ -144,8 +145,8 @@ def test_slurm_executor_writes_an_array_job_with_partition_time_and_gpus(tmp_pat
     real_which = submitit_slurm.shutil.which
     monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: "/usr/bin/srun" if name == "srun" else
                         real_which(name))  # pretend to be on a login node; nothing is submitted
-    options = sweep.SlurmOptions(partition="gpu", time_minutes=90, gpus_per_node=4, max_parallel=8)
-    executor = sweep.make_executor(str(tmp_path), options)
+    options = exp1.SlurmOptions(partition="gpu", time_minutes=90, gpus_per_node=4, max_parallel=8)
+    executor = exp1.make_executor(str(tmp_path), options)
     script = submitit_slurm._make_sbatch_string(command="python -m x", folder=str(tmp_path), map_count=16,
                                                 **executor._executor.parameters)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=4",
@@ -157,13 +158,13 @@ def test_no_cluster_is_one_clear_error(tmp_path, monkeypatch):
     import submitit.slurm.slurm as submitit_slurm
 
     monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: None)
-    with pytest.raises(sweep.SweepError, match="cannot submit to 'slurm'.*drop --launcher=slurm"):
-        sweep.make_executor(str(tmp_path), sweep.SlurmOptions())
+    with pytest.raises(exp1.SweepError, match="cannot submit to 'slurm'.*drop --launcher=slurm"):
+        exp1.make_executor(str(tmp_path), exp1.SlurmOptions())
 
 
 def test_slurm_path_runs_the_same_sweep_through_submitit_debug_executor(tmp_path, fakes):
     workdir, config = str(tmp_path), small_config()
-    options = sweep.SlurmOptions(partition="gpu", gpus_per_node=2, cluster="debug", poll_seconds=0.01)
+    options = exp1.SlurmOptions(partition="gpu", gpus_per_node=2, cluster="debug", poll_seconds=0.01)
     outcomes = sweep.run_experiment(config, workdir, slurm=options, log=lambda line: None)
     assert len(fakes.trained) == 16 and all(outcome == {"eval/excess_loss_nats_per_token": 0.1}
                                             for outcome in outcomes.values())
@@ -173,7 +174,7 @@ def test_slurm_path_runs_the_same_sweep_through_submitit_debug_executor(tmp_path
 
 
 def test_requeueing_task_resubmits_itself():
-    task = sweep.RequeueingTask("x", max, (1, 2))
+    task = exp1.RequeueingTask("x", max, (1, 2))
     assert task() == 2
     delayed = task.checkpoint()
     assert delayed.function is task and delayed.args == ()

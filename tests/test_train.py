@@ -16,6 +16,7 @@ from gssm_jax.training import evaluation
 from gssm_jax.training import loop as train
 from gssm_jax.training import mesh as parallel
 from gssm_jax.training import run_files as metrics
+from gssm_jax.training.step import ConfigError, init_state, loss_fn, make_optimizer, make_train_step, model_config
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
@@ -35,11 +36,11 @@ def _train_steps(tokens: np.ndarray, num_devices: int, num_steps: int = 2) -> di
     config = _tiny_config()
     config.optimizer.warmup_steps = 0  # a non-zero first learning rate, so the parameters move
     graph = GraphSpec.from_config(config.graph)
-    optimizer, schedule = train.make_optimizer(config.optimizer, config.train.num_steps)
+    optimizer, schedule = make_optimizer(config.optimizer, config.train.num_steps)
     mesh = parallel.data_parallel_mesh(jax.devices()[:num_devices])
-    graphdef, state = train.init_state(train.model_config(config, graph), config.model.init_seed, optimizer)
+    graphdef, state = init_state(model_config(config, graph), config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
-    step = train.make_train_step(graphdef, optimizer, schedule, mesh)
+    step = make_train_step(graphdef, optimizer, schedule, mesh)
     history, params_after_first = [], None
     for _ in range(num_steps):
         state, step_metrics = step(state, jax.device_put(tokens, parallel.batch_sharded(mesh)))
@@ -77,7 +78,7 @@ def test_eight_device_step_equals_the_one_device_step(fixed_tokens, one_device):
     # at most tau = N * eps * |grad| changes it by at most 2 lr tau / (|g| + eps_adam), and never by
     # more than 2 lr; the weight-decay term adds rounding of order eps * |p|.
     params_one, params_eight = one_device["params"], eight_device["params"]
-    gradient_fn = jax.jit(jax.grad(train.loss_fn, argnums=1), static_argnums=0)
+    gradient_fn = jax.jit(jax.grad(loss_fn, argnums=1), static_argnums=0)
     grads = gradient_fn(one_device["graphdef"], _tiny_initial_params(), fixed_tokens)
     tau = tolerance * one["train/grad_norm"]
     learning_rate = one["train/learning_rate"]
@@ -95,8 +96,8 @@ def test_eight_device_step_equals_the_one_device_step(fixed_tokens, one_device):
 def _tiny_initial_params() -> dict:
     config = _tiny_config()
     graph = GraphSpec.from_config(config.graph)
-    optimizer, _ = train.make_optimizer(config.optimizer, config.train.num_steps)
-    return train.init_state(train.model_config(config, graph), config.model.init_seed, optimizer)[1]["params"]
+    optimizer, _ = make_optimizer(config.optimizer, config.train.num_steps)
+    return init_state(model_config(config, graph), config.model.init_seed, optimizer)[1]["params"]
 
 
 def test_golden_metrics_after_one_step(one_device):
@@ -117,12 +118,12 @@ def test_golden_metrics_after_one_step(one_device):
 def test_schedules_warm_up_then_decay_or_stay_constant():
     config = _tiny_config()
     config.optimizer.warmup_steps = 10
-    _, cosine = train.make_optimizer(config.optimizer, 110)
+    _, cosine = make_optimizer(config.optimizer, 110)
     peak = config.optimizer.learning_rate
     np.testing.assert_allclose([cosine(0), cosine(5), cosine(10), cosine(60), cosine(110)],
                                [0, peak / 2, peak, peak / 2, 0], atol=1e-9)
     config.optimizer.schedule = "constant"
-    _, constant = train.make_optimizer(config.optimizer, 110)
+    _, constant = make_optimizer(config.optimizer, 110)
     np.testing.assert_allclose([constant(5), constant(10), constant(100)], [peak / 2, peak, peak], atol=1e-9)
 
 
@@ -182,5 +183,5 @@ def test_indivisible_batch_is_one_clear_error(tmp_path):
         parallel.check_batch_divisible(12, mesh)
     config = _tiny_config()
     config.data.batch_size = 12
-    with pytest.raises(train.ConfigError, match="config.data.batch_size=12"):
+    with pytest.raises(ConfigError, match="config.data.batch_size=12"):
         train.train_and_evaluate(config, str(tmp_path))

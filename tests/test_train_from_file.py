@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from gssm_jax.data import load as datasets
+from gssm_jax import data as datasets
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.training import loop as train
 from gssm_jax.training.checkpoints import Checkpoints
+from gssm_jax.training.step import ConfigError
 
 NUM_TRAIN = 24  # batch 16: an epoch is 1.5 steps, so the checkpoint at step 4 (stream position 64 or 80) is mid-epoch
 
@@ -87,5 +88,5 @@ def test_dataset_for_another_length_is_refused(dataset_path, tmp_path):
 def test_file_source_needs_a_path(tmp_path):
     config = get_config("size=tiny")
     config.data.source = "file"
-    with pytest.raises(train.ConfigError, match=r"config\.data\.path"):
+    with pytest.raises(ConfigError, match=r"config\.data\.path"):
         train.train_and_evaluate(config, str(tmp_path))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gssm_jax import files
 from gssm_jax.analysis.statistics import Interval, TTest, confidence_interval, welch_t_test
 from gssm_jax.training import run_files as metrics
 
@@ -331,5 +332,5 @@ def write_report(workdir: str, *, significance_level: float = 0.05, confidence: 
     if unfinished:
         lines += ["Unfinished runs: " + ", ".join(f"`{os.path.relpath(p, workdir)}`" for p in unfinished), ""]
     path = os.path.join(workdir, "report.md")
-    metrics.write_text_atomic(path, "\n".join(lines))
+    files.write_text(path, "\n".join(lines))
     return path

@@ -1,138 +1,37 @@
-"""Difficulty measures of token batches and of graph settings (DESIGN.md §3).
+"""The difficulty of a graph *setting* (alpha_X, alpha_Z), measured over graph seeds.
 
-Measures of one batch `tokens (batch, length)`:
-
-* `gzip_bytes_per_token`: the seed's "difficulty", zlib-9 bytes per token of the int64 stream
-  (kept bit-compatible with the seed's table; not an entropy, not a ratio);
-* `compressed_bits_per_token(tokens, compressor, vocab_size)`: zlib-9, bz2-9 or lzma (preset 9)
-  on the *packed* stream (one uint8 per token when the vocabulary fits, else uint16/uint32), in
-  bits per token; divided by log2(V) it is the fraction of an incompressible stream;
-* the exact entropy rate, from `gssm_jax.inference.entropy_rate` (nats per token), reported here in
-  bits per token.
-
-`difficulty` measures a graph *setting* (alpha_X, alpha_Z): for every graph seed s it draws kernels
-with `sample_kernels(jax.random.key(s), graph)`, samples one batch with `data_key(s)`, measures it,
-and returns the mean over seeds with its standard error. The same seeds give the same keys at every
-setting (common random numbers), which is what `gssm_jax.calibration` relies on.
+For every graph seed s, `Measurer` draws kernels with `sample_kernels(keys.kernel_key(s), graph)`,
+samples one batch with `keys.calibration_data_key(s)`, measures it (`gssm_jax.difficulty.measures`,
+or the exact entropy rate) and returns the mean over seeds with its standard error. The same seeds
+give the same keys at every setting (common random numbers), which is what the calibration search
+(`gssm_jax.difficulty.search`) relies on.
 """
 
 from __future__ import annotations
 
-import bz2
-import concurrent.futures
 import dataclasses
-import lzma
 import math
-import os
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
+from gssm_jax import keys
+from gssm_jax.difficulty.measures import (
+    NATS_PER_BIT,
+    check_measure,
+    compressed_bits_per_token,
+    gzip_bytes_per_token,
+    parallel_map,
+)
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels, sample_node_kernel
 from gssm_jax.sampling import sampler
 
-NATS_PER_BIT = math.log(2.0)
-# Tag folded into the seed's key to get the data key; kernels use fold_in(key(s), node_index) with
-# node_index < number of nodes, so a large tag never collides with a kernel key.
-DATA_KEY_TAG = 0x5EED_DA7A
-
-COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "zlib": lambda data: zlib.compress(data, 9),
-    "bz2": lambda data: bz2.compress(data, 9),
-    "lzma": lambda data: lzma.compress(data, preset=9),
-}
-# Every measure `difficulty` knows, with its unit. All increase with alpha_X and with alpha_Z.
-MEASURES: dict[str, str] = {
-    "entropy": "bits/token (exact entropy rate, forward algorithm)",
-    "gzip": "bytes/token (seed's zlib-9 on int64 tokens)",
-    "zlib": "bits/token (zlib-9 on packed tokens)",
-    "bz2": "bits/token (bz2-9 on packed tokens)",
-    "lzma": "bits/token (lzma preset 9 on packed tokens)",
-}
 ALPHA_NAMES = ("alpha_X", "alpha_Z")
 
 
-def gzip_bytes_per_token(tokens) -> float:
-    """The seed's "difficulty": zlib level-9 bytes per token of the int64 little-endian stream.
-
-    `len(zlib.compress(tokens.astype('<i8').tobytes(), 9)) / tokens.size`. Not a ratio and not an
-    entropy: it measures how hard the structure is for DEFLATE to find. The seed used one
-    (1024, T) batch.
-
-    Args:
-      tokens: integer array `(batch, length)` (any integer dtype; converted to int64).
-
-    Returns:
-      compressed bytes per token (8.0 would be incompressible int64 words).
-    """
-    tokens = np.asarray(tokens)
-    return len(zlib.compress(tokens.astype("<i8").tobytes(), 9)) / tokens.size
-
-
-def packed_bytes(tokens, vocab_size: int) -> bytes:
-    """The token stream, row-major, in the smallest unsigned little-endian type holding `vocab_size - 1`.
-
-    Args:
-      tokens: integer array `(batch, length)` with values in `[0, vocab_size)`.
-      vocab_size: number of token values V.
-    """
-    tokens = np.asarray(tokens)
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size}); got [{tokens.min()}, {tokens.max()}]")
-    dtype = "<u1" if vocab_size <= 2**8 else "<u2" if vocab_size <= 2**16 else "<u4"
-    return tokens.astype(dtype).tobytes()
-
-
-def compressed_bits_per_token(tokens, compressor: str, vocab_size: int) -> float:
-    """Bits per token that `compressor` needs for the packed token stream (`packed_bytes`).
-
-    Args:
-      tokens: integer array `(batch, length)`.
-      compressor: one of `COMPRESSORS` ("zlib" level 9, "bz2" level 9, "lzma" preset 9).
-      vocab_size: number of token values V (sets the packing width).
-
-    Returns:
-      8 * compressed bytes / number of tokens, in bits per token (includes the format's header).
-    """
-    if compressor not in COMPRESSORS:
-        raise ValueError(f"compressor {compressor!r} is unknown; valid compressors are {', '.join(COMPRESSORS)}")
-    tokens = np.asarray(tokens)
-    return 8.0 * len(COMPRESSORS[compressor](packed_bytes(tokens, vocab_size))) / tokens.size
-
-
-def compression_measures(tokens, vocab_size: int) -> dict[str, float]:
-    """Every compression measure of one batch.
-
-    Returns:
-      `{"gzip": bytes/token (seed), "zlib"|"bz2"|"lzma": bits/token, "<name>_fraction": bits/token /
-      log2(V)}`.
-    """
-    measures = {"gzip": gzip_bytes_per_token(tokens)}
-    for name in COMPRESSORS:
-        bits = compressed_bits_per_token(tokens, name, vocab_size)
-        measures[name] = bits
-        measures[f"{name}_fraction"] = bits / math.log2(vocab_size)
-    return measures
-
-
-def parallel_map(function: Callable[[Any], Any], items: Sequence[Any], max_workers: int | None = None) -> list:
-    """`[function(item) for item in items]` on a thread pool (zlib, bz2 and lzma release the GIL).
-
-    Args:
-      max_workers: threads; default `os.cpu_count()`.
-    """
-    if len(items) <= 1:
-        return [function(item) for item in items]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers or os.cpu_count()) as pool:
-        return list(pool.map(function, items))
-
-
-# ---- graph settings ------------------------------------------------------------------------------
 def with_alphas(graph_config: Mapping[str, Any], alphas: Mapping[str, float]) -> dict:
     """A copy of a graph config with `alpha_X` set on the observed node and `alpha_Z` on every hidden node.
 
@@ -164,11 +63,6 @@ def graph_at(graph_or_family: Any, alphas: Mapping[str, float]) -> GraphSpec:
     return GraphSpec.from_config(with_alphas(graph_or_family, alphas))
 
 
-def data_key(seed: int) -> jax.Array:
-    """Key of the data batch of graph seed `seed` (kernels use `jax.random.key(seed)` itself)."""
-    return jax.random.fold_in(jax.random.key(seed), DATA_KEY_TAG)
-
-
 def compiled_structure(graph: GraphSpec) -> GraphSpec:
     """The graph with every non-context alpha set to 1, for the jitted sampler and forward algorithm.
 
@@ -185,13 +79,14 @@ def sample_seed_batch(graph: GraphSpec, seed: int, batch_size: int, length: int,
     """Kernels and one token batch of graph seed `seed`.
 
     Args:
-      kernels: the kernels of `sample_kernels(jax.random.key(seed), graph)` if already drawn.
+      kernels: the kernels of `sample_kernels(keys.kernel_key(seed), graph)` if already drawn.
 
     Returns:
-      (kernels pytree drawn with `jax.random.key(seed)`, tokens `(batch_size, length)` as numpy).
+      (kernels pytree drawn with `keys.kernel_key(seed)`, tokens `(batch_size, length)` as numpy).
     """
-    kernels = sample_kernels(jax.random.key(seed), graph) if kernels is None else kernels
-    tokens = sampler.sample_tokens(data_key(seed), compiled_structure(graph), kernels, batch_size, length)
+    kernels = sample_kernels(keys.kernel_key(seed), graph) if kernels is None else kernels
+    tokens = sampler.sample_tokens(keys.calibration_data_key(seed), compiled_structure(graph), kernels, batch_size,
+                                   length)
     return kernels, np.asarray(tokens)
 
 
@@ -223,11 +118,6 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), stderr
 
 
-def check_measure(measure: str) -> None:
-    """Raises a ValueError listing the valid measures if `measure` is not one of them."""
-    if measure not in MEASURES:
-        raise ValueError(f"measure {measure!r} is unknown; valid measures are {', '.join(MEASURES)}")
-
 
 class Measurer:
     """Measures settings of one graph (family) at fixed seeds and batch shape, remembering what it did.
@@ -241,8 +131,9 @@ class Measurer:
     run in parallel threads.
 
     Args:
-      graph_or_family: a `gssm_jax.graph_families.GraphFamily` or a graph config dict.
-      seeds: graph seeds; seed s draws kernels from `jax.random.key(s)` and data from `data_key(s)`.
+      graph_or_family: a `gssm_jax.model.families.GraphFamily` or a graph config dict.
+      seeds: graph seeds; seed s draws kernels from `keys.kernel_key(s)` and data from
+        `keys.calibration_data_key(s)`.
       batch_size: sequences per seed.
       length: tokens per sequence.
     """
@@ -261,14 +152,14 @@ class Measurer:
         self._node_kernels: dict[tuple, Any] = {}  # (seed, node index, NodeSpec, shape) -> kernel, last setting
 
     def kernels(self, graph: GraphSpec) -> list[dict]:
-        """`sample_kernels(jax.random.key(seed), graph)` for every seed, reusing unchanged nodes' draws."""
+        """`sample_kernels(keys.kernel_key(seed), graph)` for every seed, reusing unchanged nodes' draws."""
         current, per_seed = {}, []
         for seed in self.seeds:
             kernels = {}
             for index, node in enumerate(graph.nodes):
                 cache_key = (seed, index, node, graph.kernel_shape(node.name))
                 if cache_key not in self._node_kernels:
-                    node_key = jax.random.fold_in(jax.random.key(seed), index)
+                    node_key = keys.node_kernel_key(keys.kernel_key(seed), index)
                     self._node_kernels[cache_key] = sample_node_kernel(node_key, graph, node.name)
                 kernels[node.name] = current[cache_key] = self._node_kernels[cache_key]
             per_seed.append(kernels)
@@ -327,10 +218,11 @@ def difficulty(graph_or_family: Any, alphas: Mapping[str, float], *, measure: st
     """Mean difficulty of a setting over graph seeds, with its standard error.
 
     Args:
-      graph_or_family: a `gssm_jax.graph_families.GraphFamily` or a graph config dict.
+      graph_or_family: a `gssm_jax.model.families.GraphFamily` or a graph config dict.
       alphas: `{"alpha_X": float, "alpha_Z": float}` (for a config dict, either may be omitted).
       measure: one of `MEASURES` ("entropy" in bits/token, "gzip" in the seed's bytes/token, ...).
-      seeds: graph seeds; seed s draws kernels from `jax.random.key(s)` and data from `data_key(s)`.
+      seeds: graph seeds; seed s draws kernels from `keys.kernel_key(s)` and data from
+        `keys.calibration_data_key(s)`.
       batch_size: sequences per seed.
       length: tokens per sequence.
     """

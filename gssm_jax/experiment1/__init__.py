@@ -1,1 +1,22 @@
-"""Experiment 1: the sides, the sweep and its launchers, the finite-data sweep."""
+"""Experiment 1: calibrated pairs of each graph family, one training run per cell, the finite-data sweep.
+
+`plan` (cells, run directories, training configs), `launchers` (local and Slurm), `sweep`
+(calibrate, then train every unfinished cell), `data_sweep` (excess loss against the training-set
+size). The everyday names are re-exported here.
+"""
+
+from gssm_jax.experiment1.launchers import (
+           RequeueingTask,
+           SlurmOptions,
+           Task,
+           make_executor,
+           run_local,
+           run_slurm,
+           slurm_parameters,
+)
+from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
+from gssm_jax.experiment1.sweep import calibrate_graph, run_experiment
+
+__all__ = ["Cell", "RequeueingTask", "SlurmOptions", "SweepError", "Task", "calibrate_graph", "check_run_dir",
+           "is_finished", "make_executor", "plan", "run_config", "run_experiment", "run_local", "run_slurm",
+           "slurm_parameters"]

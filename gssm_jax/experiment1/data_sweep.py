@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import ml_collections
 
-from gssm_jax.data import load as data
+from gssm_jax import data, files
 from gssm_jax.training import loop as train
-from gssm_jax.training import run_files as metrics
 
 RESULT_KEYS = ("eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
                "eval/excess_loss_standard_error")
@@ -67,8 +66,8 @@ def run_data_sweep(config: ml_collections.ConfigDict, workdir: str, log: Callabl
                                           os.path.join(workdir, "runs", f"n{num_sequences}"))
         epochs = config.train.num_steps * config.data.batch_size / num_sequences
         rows.append({"num_sequences": num_sequences, "epochs": epochs, **{key: result[key] for key in RESULT_KEYS}})
-    metrics.write_json_atomic(os.path.join(workdir, "data_sweep.json"), rows)
+    files.write_json(os.path.join(workdir, "data_sweep.json"), rows)
     table = markdown_table(rows)
-    metrics.write_text_atomic(os.path.join(workdir, "data_sweep.md"), table)
+    files.write_text(os.path.join(workdir, "data_sweep.md"), table)
     log(table)
     return rows

@@ -18,12 +18,19 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 MODES = ("default", "dead", "slow", "context")
 KERNELS = ("fullrank", "product")
 MAX_OBSERVED_STATES = 2**31
 # The seed's YAML used these field names; we accept them as aliases.
 FIELD_ALIASES = {"state_dim": "states", "kernel_type": "kernel"}
 NODE_FIELDS = ("name", "states", "alpha", "parents", "mode", "kernel", "observed")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The dtype of token arrays (sampled batches, dataset shards): uint8 when X has at most 256 states, else int32."""
+    return np.dtype(np.uint8 if vocab_size <= 256 else np.int32)
 
 
 class GraphError(ValueError):

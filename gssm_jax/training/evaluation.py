@@ -1,6 +1,6 @@
 """Evaluation on a fixed held-out set: model loss, exact entropy of the same sequences, excess loss.
 
-The held-out set is `sample_tokens(key(eval_seed), graph, kernels, num_sequences, length)`, fixed
+The held-out set is `sample_tokens(keys.heldout_key(eval_seed), graph, kernels, num_sequences, length)`, fixed
 for a run and independent of the training stream. Its Bayes-optimal per-token losses
 (`inference.token_losses`, nats) are computed once and cached in `workdir/eval_optimal_losses.npz`,
 keyed by everything they depend on.
@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from gssm_jax import files, keys
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import Kernels
@@ -31,7 +32,7 @@ OPTIMAL_CACHE_FILE = "eval_optimal_losses.npz"
 
 def heldout_tokens(graph: GraphSpec, kernels: Kernels, num_sequences: int, length: int, eval_seed: int) -> jax.Array:
     """The held-out sequences: tokens (num_sequences, length), from their own key."""
-    return sample_tokens(jax.random.key(eval_seed), graph, kernels, num_sequences, length)
+    return sample_tokens(keys.heldout_key(eval_seed), graph, kernels, num_sequences, length)
 
 
 def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, tokens: jax.Array,
@@ -50,14 +51,12 @@ def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, toke
                 return cached["optimal_losses"]
     if any(node.mode == "context" for node in graph.nodes):
         # Kernels redrawn per sequence are unknown to the predictor: Monte Carlo estimate (biased high).
-        draws_key = jax.random.fold_in(jax.random.key(identity["eval_seed"]), 1)
+        draws_key = keys.heldout_context_key(identity["eval_seed"])
         losses = inference.context_log_likelihood(graph, kernels, tokens, draws_key).token_losses
     else:
         losses = inference.token_losses(graph, kernels, tokens)
     losses = np.asarray(losses, np.float32)
-    temporary = f"{path}.tmp.npz"
-    np.savez(temporary, optimal_losses=losses, fingerprint=np.asarray(fingerprint))
-    os.replace(temporary, path)
+    files.write_npz(path, optimal_losses=losses, fingerprint=np.asarray(fingerprint))
     return losses
 
 

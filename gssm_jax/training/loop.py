@@ -1,141 +1,42 @@
-"""Training on the fly: every step trains on fresh sequences sampled on the devices.
+"""The resumable training loop: train on a `Batches` stream, evaluate, checkpoint, write the run files.
 
-The train state is a plain pytree `{"params", "opt_state", "step"}` and `train_step(state, tokens)`
-is a pure function of it, jitted once with replicated parameters, a batch split over the ("data",)
-mesh and the state donated (`gssm_jax.parallel`). The batch of step s is sampled from
-`fold_in(key(config.data.data_seed), s)`, so the data stream has no state of its own: a run resumed
-from a checkpoint at step s (after SIGTERM, SIGKILL or a crash) ends with parameters bitwise
-identical to an uninterrupted run. The run directory follows the contract in `gssm_jax.metrics`.
+Every step trains on the batch of that step from the config's data source (`gssm_jax.data.batches`:
+sampled on the fly from `fold_in(key(config.data.data_seed), s)`, or read from a dataset on disk),
+so the data stream has no state of its own: a run resumed from a checkpoint at step s (after SIGTERM,
+SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted run. The run directory
+follows the contract in `gssm_jax.training.run_files`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax import nnx
 
-from gssm_jax.data import load as datasets
+from gssm_jax import data as datasets
+from gssm_jax import files, keys
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.models import transformer
-from gssm_jax.sampling.sampler import SamplingTables, sample_tokens, sampling_tables
+from gssm_jax.sampling.tables import sampling_tables
 from gssm_jax.training import evaluation
 from gssm_jax.training import mesh as parallel
 from gssm_jax.training import run_files as metrics
 from gssm_jax.training.checkpoints import Checkpoints
+from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step, model_config
 
-SCHEDULES = ("cosine", "constant")
 SOURCES = ("onfly", "file")
-
-
-class ConfigError(ValueError):
-    """A config the training loop cannot run; the message names the field and the fix."""
 
 
 class Preempted(Exception):
     """SIGTERM arrived; a checkpoint was saved, and rerunning the same command resumes."""
-
-
-def make_optimizer(optimizer: ml_collections.ConfigDict, num_steps: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warmup then cosine decay to 0 at `num_steps` (or constant), after global-norm clipping."""
-    if optimizer.schedule not in SCHEDULES:
-        raise ConfigError(
-            f"config.optimizer.schedule={optimizer.schedule!r}; valid schedules are {', '.join(SCHEDULES)}"
-        )
-    if not 0 <= optimizer.warmup_steps <= num_steps:
-        raise ConfigError(f"config.optimizer.warmup_steps={optimizer.warmup_steps} must be in [0, train.num_steps]")
-    if optimizer.clip_norm <= 0:
-        raise ConfigError(f"config.optimizer.clip_norm={optimizer.clip_norm} must be > 0")
-    peak = optimizer.learning_rate
-    if optimizer.schedule == "cosine":
-        schedule = optax.warmup_cosine_decay_schedule(0.0, peak, optimizer.warmup_steps, max(num_steps, 1), 0.0)
-    else:
-        schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, peak, optimizer.warmup_steps), optax.constant_schedule(peak)],
-            [optimizer.warmup_steps],
-        )
-
-    def is_matrix(params):
-        return jax.tree.map(lambda leaf: leaf.ndim >= 2, params)
-
-    adamw = optax.adamw(schedule, b1=optimizer.beta1, b2=optimizer.beta2, weight_decay=optimizer.weight_decay,
-                        mask=is_matrix)
-    return optax.chain(optax.clip_by_global_norm(optimizer.clip_norm), adamw), schedule
-
-
-def model_config(config: ml_collections.ConfigDict, graph: GraphSpec) -> transformer.TransformerConfig:
-    """The transformer's shape from `config.model`, with X's states as the vocabulary."""
-    model = config.model
-    return transformer.TransformerConfig(vocab_size=graph.vocab_size, width=model.width, depth=model.depth,
-                                         heads=model.heads, mlp_ratio=model.mlp_ratio, dtype=model.dtype,
-                                         init_scale=model.init_scale)
-
-
-def init_state(shape: transformer.TransformerConfig, init_seed: int, optimizer: optax.GradientTransformation
-               ) -> tuple[nnx.GraphDef, dict]:
-    """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar)."""
-    graphdef, params = nnx.split(transformer.Transformer(shape, rngs=nnx.Rngs(init_seed)), nnx.Param)
-    params = nnx.to_pure_dict(params)
-    return graphdef, {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
-
-
-def loss_fn(graphdef: nnx.GraphDef, params: dict, tokens: jax.Array) -> jax.Array:
-    """Mean next-token cross-entropy of the model on tokens (batch, length), nats per token (scalar)."""
-    return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
-
-
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    mesh: jax.sharding.Mesh) -> Callable[[dict, jax.Array], tuple[dict, dict]]:
-    """`train_step(state, tokens) -> (state, metrics)`, jitted over `mesh`, donating `state`.
-
-    tokens: (batch, length), rows split over the "data" axis. metrics: float32 scalars
-    `train/loss_nats_per_token` (mean next-token cross-entropy of this batch before the update),
-    `train/grad_norm` (global L2 norm before clipping), `train/learning_rate` (used by this update).
-    """
-
-    def train_step(state, tokens):
-        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, state["params"], tokens)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-                     "step": state["step"] + 1}
-        step_metrics = {"train/loss_nats_per_token": loss, "train/grad_norm": optax.tree.norm(grads),
-                        "train/learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32)}
-        return new_state, step_metrics
-
-    replicated = parallel.replicated(mesh)
-    return jax.jit(train_step, in_shardings=(replicated, parallel.batch_sharded(mesh)),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingData:
-    """The training stream: `batch(step)` -> tokens (batch_size, length) sampled on the mesh's devices.
-
-    `tables` are the kernels' `sampler.sampling_tables`, built once for the whole run.
-    """
-
-    graph: GraphSpec
-    tables: SamplingTables
-    batch_size: int
-    length: int
-    data_key: jax.Array
-    mesh: jax.sharding.Mesh
-
-    def batch(self, step: int) -> jax.Array:
-        return sample_tokens(jax.random.fold_in(self.data_key, step), self.graph, self.tables, self.batch_size,
-                             self.length, sharding=parallel.batch_sharded(self.mesh))
 
 
 class _SigtermFlag:
@@ -188,9 +89,9 @@ def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: j
     (0: all), and the first config.eval.num_sequences sequences of its test split.
     """
     if config.data.source == "onfly":
-        kernels = sample_kernels(jax.random.key(config.seed), graph)
-        stream = TrainingData(graph, sampling_tables(graph, kernels), config.data.batch_size, config.data.length,
-                              jax.random.key(config.data.data_seed), mesh)
+        kernels = sample_kernels(keys.kernel_key(config.seed), graph)
+        stream = datasets.OnTheFlyBatches(graph, sampling_tables(graph, kernels), config.data.batch_size,
+                                          config.data.length, keys.data_key(config.data.data_seed), mesh)
         eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
                                                 config.eval.eval_seed)
         identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
@@ -233,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tokens_per_step = config.data.batch_size * config.data.length
 
     os.makedirs(workdir, exist_ok=True)
-    metrics.write_json_atomic(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
+    files.write_json(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     start_step = checkpoints.latest_step() or 0
     if start_step:
@@ -309,5 +210,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = {"final_step": num_steps, **last_eval, "num_parameters": num_parameters,
               "tokens_seen": num_steps * tokens_per_step,
               "wall_time_s": elapsed_offset + time.perf_counter() - started}
-    metrics.write_json_atomic(result_path, result)
+    files.write_json(result_path, result)
     return result

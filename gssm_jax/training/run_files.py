@@ -5,7 +5,7 @@
   lines after the restored step are dropped first, so no step is ever duplicated.
 * `per_position.npz`: per-position eval losses (`steps`, `model_loss`, `optimal_loss`), rewritten
   atomically after each evaluation.
-* `result.json`: written atomically (tmp + rename) at the very end; its presence means "finished".
+* `result.json`: written atomically (`gssm_jax.files`) at the very end; its presence means "finished".
 * `tensorboard/`: optional TensorBoard events (tensorboardX, the `tensorboard` extra).
 """
 
@@ -19,25 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from gssm_jax import files
+
 METRICS_FILE = "metrics.jsonl"
 PER_POSITION_FILE = "per_position.npz"
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` so that a reader sees either nothing or the whole file."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
-def write_json_atomic(path: str, value: Any) -> None:
-    """Writes `value` as JSON to `path` so that a reader sees either nothing or the whole file."""
-    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -80,10 +67,7 @@ class MetricsWriter:
         self.path = os.path.join(workdir, METRICS_FILE)
         kept = [record for record in read_metrics(workdir) if record["step"] <= resume_step]
         self.last_record = kept[-1] if kept else None
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w") as file:
-            file.writelines(json.dumps(record) + "\n" for record in kept)
-        os.replace(temporary, self.path)
+        files.write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
         self.file = open(self.path, "a")  # noqa: SIM115 -- closed in close()
         self.tensorboard = None
         if tensorboard:
@@ -130,11 +114,9 @@ def save_per_position(workdir: str, steps: list[int], model_loss: list[np.ndarra
 
     Arrays: steps (num_evals,), model_loss (num_evals, length) and optimal_loss (length,), nats.
     """
-    path = os.path.join(workdir, PER_POSITION_FILE)
-    temporary = f"{path}.tmp.npz"
-    np.savez(temporary, steps=np.asarray(steps, np.int64), model_loss=np.stack(model_loss).astype(np.float32),
-             optimal_loss=np.asarray(optimal_loss, np.float32))
-    os.replace(temporary, path)
+    files.write_npz(os.path.join(workdir, PER_POSITION_FILE), steps=np.asarray(steps, np.int64),
+                    model_loss=np.stack(model_loss).astype(np.float32),
+                    optimal_loss=np.asarray(optimal_loss, np.float32))
 
 
 def progress_line(step: int, num_steps: int, loss: float, excess_loss: float | None, tokens_per_second: float,

@@ -1,0 +1,92 @@
+"""The plan of the Experiment 1 sweep: its cells, their run directories and training configs.
+
+A *cell* is (graph family, side, graph seed, model size); its run directory is
+`WORKDIR/runs/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training`).
+A run whose `result.json` exists is finished. A run directory trained with different settings (e.g.
+after a calibration change) is an error, so results of two configurations never mix in one report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+from gssm_jax.model.families import get_family
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.training import run_files as metrics
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot continue safely (stale run directories, failed runs); the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of the sweep."""
+
+    graph: str
+    side: str
+    seed: int
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.graph}/{self.side}/seed{self.seed}/{self.model}"
+
+    def run_dir(self, workdir: str) -> str:
+        return os.path.join(workdir, "runs", self.graph, self.side, f"seed{self.seed}", self.model)
+
+
+def plan(config: ml_collections.ConfigDict) -> list[Cell]:
+    """Every cell of `config.experiment1`, graph-major (graphs x sides x seeds x models)."""
+    sweep = config.experiment1
+    return [Cell(graph, side, int(seed), model) for graph in sweep.graphs for side in sweep.sides
+            for seed in sweep.seeds for model in sweep.models]
+
+
+def is_finished(run_dir: str) -> bool:
+    """A run is finished when its `result.json` exists (training writes it atomically at the end)."""
+    return os.path.exists(os.path.join(run_dir, metrics.RESULT_FILE))
+
+
+
+def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float],
+               workdir: str) -> ml_collections.ConfigDict:
+    """The training config of one cell: `config`'s training fields with the cell's graph, seeds and model."""
+    run = ml_collections.ConfigDict(config.to_dict())
+    run.graph = get_family(cell.graph).config(alphas["alpha_X"], alphas["alpha_Z"])
+    run.seed = cell.seed
+    run.data.length = config.experiment1.lengths[cell.graph]
+    # Seed k on both sides shares kernel key, data stream and initialisation: a paired design.
+    run.data.data_seed = config.data.data_seed + cell.seed
+    run.model.init_seed = cell.seed
+    run.model.update(config.experiment1.models[cell.model])
+    run.workdir = cell.run_dir(workdir)
+    return run
+
+
+def _signature(config: dict) -> dict:
+    """The fields that make two runs comparable (a finished run with other values would corrupt the report)."""
+    graph = GraphSpec.from_config(config["graph"])
+    return {"graph": [(node.name, node.states, round(node.alpha, 12), node.parents) for node in graph.nodes],
+            "seed": config["seed"], "length": config["data"]["length"], "batch_size": config["data"]["batch_size"],
+            "model": {key: config["model"][key] for key in ("width", "depth", "heads")},
+            "num_steps": config["train"]["num_steps"]}
+
+
+def check_run_dir(run: ml_collections.ConfigDict) -> None:
+    """Raises SweepError when `run.workdir` already holds a run trained with different settings."""
+    path = os.path.join(run.workdir, metrics.CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as file:
+        existing = _signature(json.load(file))
+    planned = _signature(json.loads(run.to_json()))
+    differing = sorted(key for key in planned if planned[key] != existing.get(key))
+    if differing:
+        raise SweepError(f"{run.workdir} was trained with other {', '.join(differing)} than this config plans "
+                         f"(e.g. after a calibration change); use a new --workdir or delete that run directory")
+
