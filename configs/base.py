@@ -80,6 +80,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.verify = True
 
     config.model = ml_collections.ConfigDict()
+    # Learner: transformer, mamba, hawk, mingru, minlstm or lstm (gssm_jax.models.registry.KINDS). Each
+    # kind reads the model fields it uses (width, depth, dtype, init_scale; heads and mlp_ratio where it
+    # has them) and keeps its own defaults for the rest (e.g. each recurrent kind's expansion).
+    config.model.kind = "transformer"
     # Residual stream width d_model; divisible by heads, with an even head size.
     config.model.width = 256 if paper else 32 if tiny else 64
     # Number of transformer blocks.

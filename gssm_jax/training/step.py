@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from gssm_jax.model.graph import GraphSpec
-from gssm_jax.models import transformer
+from gssm_jax.models import registry, transformer
 from gssm_jax.training import mesh as parallel
 
 SCHEDULES = ("cosine", "constant")
@@ -54,18 +54,17 @@ def make_optimizer(optimizer: ml_collections.ConfigDict, num_steps: int
     return optax.chain(optax.clip_by_global_norm(optimizer.clip_norm), adamw), schedule
 
 
-def model_config(config: ml_collections.ConfigDict, graph: GraphSpec) -> transformer.TransformerConfig:
-    """The transformer's shape from `config.model`, with X's states as the vocabulary."""
-    model = config.model
-    return transformer.TransformerConfig(vocab_size=graph.vocab_size, width=model.width, depth=model.depth,
-                                         heads=model.heads, mlp_ratio=model.mlp_ratio, dtype=model.dtype,
-                                         init_scale=model.init_scale)
+def model_config(config: ml_collections.ConfigDict, graph: GraphSpec):
+    """The shape of the learner `config.model.kind` from `config.model`, with X's states as the vocabulary."""
+    return registry.model_config(config.model.kind, graph.vocab_size, config.model)
 
 
-def init_state(shape: transformer.TransformerConfig, init_seed: int, optimizer: optax.GradientTransformation
-               ) -> tuple[nnx.GraphDef, dict]:
-    """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar)."""
-    graphdef, params = nnx.split(transformer.Transformer(shape, rngs=nnx.Rngs(init_seed)), nnx.Param)
+def init_state(shape, init_seed: int, optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, dict]:
+    """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar).
+
+    shape: a config made by `model_config` (any kind of `gssm_jax.models.registry`).
+    """
+    graphdef, params = nnx.split(registry.build(shape, nnx.Rngs(init_seed)), nnx.Param)
     params = nnx.to_pure_dict(params)
     return graphdef, {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
 

@@ -1,0 +1,119 @@
+"""Mamba: the selective state-space model (Gu & Dao 2023, "Mamba", arXiv:2312.00752).
+
+Each residual block is one Mamba mixer (no MLP). From the normalised input (width D; E D channels,
+N states per channel, the paper's E = 2, N = 16):
+
+  [u, z] = W_in x_t                          (E D each)
+  u_t = silu(conv4(u)_t)                     (depthwise causal convolution, width 4)
+  delta_t = softplus(W_dt (W_r u_t) + b_dt)  (E D; W_r projects to rank R = ceil(D / 16))
+  B_t = W_B u_t, C_t = W_C u_t               (N each: input-dependent, the "selection")
+  A = -exp(A_log)                            (E D x N, diagonal, negative; S4D-real init A_dn = -(n + 1))
+  h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t     (E D x N; zero-order hold for A, Euler for B)
+  y_t = C_t . h_t + D_skip * u_t
+  output: W_out(y_t * silu(z_t))
+
+b_dt starts at softplus^-1 of a step log-uniform in [0.001, 0.1] (the paper's init).
+
+Recurrent state per token per layer: E D N floats (h_t) + 3 E D (the convolution's previous
+inputs at conv_width 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gssm_jax.models import recurrence
+from gssm_jax.models.recurrent import RecurrentConfig, RecurrentLM, dense
+
+STEP_RANGE = (1e-3, 1e-1)  # initial delta, log-uniform (the paper's dt_min, dt_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class MambaConfig(RecurrentConfig):
+    """Shape of Mamba: `RecurrentConfig` (expansion E = 2, the paper's) plus:
+
+    state_size: N, states per channel (>= 1).
+    conv_width: taps of the causal convolution (>= 1).
+    """
+
+    expansion: float = 2.0
+    state_size: int = 16
+    conv_width: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.state_size < 1 or self.conv_width < 1:
+            raise ValueError("config.model.state_size and conv_width must be >= 1")
+
+    @property
+    def step_rank(self) -> int:
+        """R, the rank of delta's projection: ceil(width / 16) as in the paper."""
+        return math.ceil(self.width / 16)
+
+
+def _initial_step_bias(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    low, high = STEP_RANGE
+    step = jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
+    return step + jnp.log(-jnp.expm1(-step))  # softplus^-1(step)
+
+
+class MambaMixer(nnx.Module):
+    def __init__(self, config: MambaConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        channels, states, rank = config.hidden, config.state_size, config.step_rank
+        self.in_proj = dense(config, config.width, 2 * channels, rngs)
+        self.conv = recurrence.CausalConv(channels, config.conv_width, config.compute_dtype, rngs=rngs)
+        self.select_proj = dense(config, channels, rank + 2 * states, rngs)
+        self.step_proj = dense(config, rank, channels, rngs, use_bias=True)
+        self.step_proj.bias[...] = _initial_step_bias(rngs.params(), (channels,))
+        # log(-A) stored flat (E D N,): the optimizer decays only matrices (ndim >= 2), and decaying A
+        # towards 0 would push every channel towards never forgetting.
+        self.log_decay = nnx.Param(jnp.log(jnp.tile(jnp.arange(1.0, states + 1), channels)))
+        self.skip = nnx.Param(jnp.ones(channels))
+        self.out_proj = dense(config, channels, config.width, rngs)
+
+    def _inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """From the convolved u (..., E D): (a, b) of h_t = a h_{t-1} + b (..., E D, N) and C (..., N), float32."""
+        rank, states = self.config.step_rank, self.config.state_size
+        low_rank, input_matrix, output_matrix = jnp.split(self.select_proj(x), [rank, rank + states], axis=-1)
+        step = jax.nn.softplus(self.step_proj(low_rank).astype(jnp.float32))  # (..., E D)
+        decay = -jnp.exp(self.log_decay[...]).reshape(-1, states)  # (E D, N)
+        a = jnp.exp(step[..., None] * decay)
+        b = (step * x.astype(jnp.float32))[..., None] * input_matrix.astype(jnp.float32)[..., None, :]
+        return a, b, output_matrix.astype(jnp.float32)
+
+    def _output(self, u: jax.Array, h: jax.Array, output_matrix: jax.Array, z: jax.Array) -> jax.Array:
+        y = jnp.einsum("...dn,...n->...d", h, output_matrix) + self.skip[...] * u.astype(jnp.float32)
+        return self.out_proj((y * jax.nn.silu(z.astype(jnp.float32))).astype(self.config.compute_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        u, z = jnp.split(self.in_proj(x), 2, axis=-1)
+        u = jax.nn.silu(self.conv(u))
+        a, b, output_matrix = self._inputs(u)
+        return self._output(u, recurrence.linear_recurrence(a, b, method=self.config.scan), output_matrix, z)
+
+    def initial_cache(self, batch: int) -> tuple[jax.Array, jax.Array]:
+        channels = self.config.hidden
+        return (self.conv.initial_cache(batch, channels, self.config.compute_dtype),
+                jnp.zeros((batch, channels, self.config.state_size)))
+
+    def step(self, cache, x: jax.Array):
+        conv_cache, h = cache
+        u, z = jnp.split(self.in_proj(x), 2, axis=-1)
+        conv_cache, u = self.conv.step(conv_cache, u)
+        u = jax.nn.silu(u)
+        a, b, output_matrix = self._inputs(u)
+        h = a * h + b
+        return (conv_cache, h), self._output(u, h, output_matrix, z)
+
+
+class Mamba(RecurrentLM):
+    """Mamba language model (Gu & Dao 2023); state per token per layer: E D N + 3 E D floats (conv_width 4)."""
+
+    def __init__(self, config: MambaConfig, *, rngs: nnx.Rngs):
+        super().__init__(config, lambda rngs: MambaMixer(config, rngs=rngs), rngs=rngs)

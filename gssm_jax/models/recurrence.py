@@ -1,0 +1,112 @@
+"""The pieces every recurrent learner shares: the linear recurrence and the causal depthwise convolution.
+
+`linear_recurrence` computes h_t = a_t * h_{t-1} + b_t (elementwise, h_{-1} = h0 or 0) along the
+time axis of (batch, length, ...) arrays by one of three methods, all equal up to float rounding:
+
+  "associative"  `lax.associative_scan` over the composition of affine maps h -> a h + b: O(log T)
+                 depth, the parallel form the papers train with;
+  "sequential"   `lax.scan` over time, one step per token: O(T) depth, the least memory traffic;
+  "chunked"      associative scans inside chunks of `CHUNK` tokens, a sequential scan over the chunks'
+                 end states, then each chunk's prefix maps applied to its start state.
+
+Which is fastest depends on the backend (benchmarks/RESULTS.md records what each gave);
+`default_method()` returns the measured choice. The composition never divides by a cumulative
+product (unlike the cumsum-of-ratios form that the log-space minGRU/minLSTM recipe stabilises), so
+the linear-space scan is stable for any 0 <= a_t <= 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+METHODS = ("associative", "sequential", "chunked")
+CHUNK = 64
+# Fastest method per backend, measured with benchmarks.train_step (see benchmarks/RESULTS.md).
+FASTEST = {"cpu": "associative", "gpu": "associative", "tpu": "associative"}
+
+
+def default_method() -> str:
+    """The recurrence method measured fastest on the default backend."""
+    return FASTEST.get(jax.default_backend(), "associative")
+
+
+def check_method(method: str) -> None:
+    if method not in ("auto", *METHODS):
+        raise ValueError(f"config.model.scan={method!r}; valid methods are auto, {', '.join(METHODS)}")
+
+
+def _compose(earlier, later):
+    """The affine map `later ∘ earlier`: h -> a_l (a_e h + b_e) + b_l."""
+    a_earlier, b_earlier = earlier
+    a_later, b_later = later
+    return a_later * a_earlier, a_later * b_earlier + b_later
+
+
+def _sequential(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+    def step(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    _, h = jax.lax.scan(step, h0, (jnp.moveaxis(a, 1, 0), jnp.moveaxis(b, 1, 0)))
+    return jnp.moveaxis(h, 0, 1)
+
+
+def _associative(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+    a_prefix, b_prefix = jax.lax.associative_scan(_compose, (a, b), axis=1)
+    return a_prefix * h0[:, None] + b_prefix
+
+
+def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+    batch, length = a.shape[:2]
+    chunk = min(CHUNK, length)
+    pad = -length % chunk
+    if pad:  # identity maps (a=1, b=0) after the end leave the prefixes unchanged
+        a = jnp.concatenate([a, jnp.ones((batch, pad, *a.shape[2:]), a.dtype)], axis=1)
+        b = jnp.concatenate([b, jnp.zeros((batch, pad, *b.shape[2:]), b.dtype)], axis=1)
+    shape = (batch, a.shape[1] // chunk, chunk, *a.shape[2:])
+    a_prefix, b_prefix = jax.lax.associative_scan(_compose, (a.reshape(shape), b.reshape(shape)), axis=2)
+    # State at the end of each chunk, then shifted by one chunk: the state each chunk starts from.
+    ends = _sequential(a_prefix[:, :, -1], b_prefix[:, :, -1], h0)  # (batch, chunks, ...)
+    starts = jnp.concatenate([h0[:, None], ends[:, :-1]], axis=1)
+    h = a_prefix * starts[:, :, None] + b_prefix
+    return h.reshape(batch, -1, *a.shape[2:])[:, :length]
+
+
+def linear_recurrence(a: jax.Array, b: jax.Array, h0: jax.Array | None = None, method: str = "auto") -> jax.Array:
+    """h_t = a_t * h_{t-1} + b_t for t = 0..T-1, with h_{-1} = h0 (zeros if None).
+
+    a, b: (batch, length, ...) of one float dtype; h0: (batch, ...). Returns h: (batch, length, ...).
+    """
+    check_method(method)
+    method = default_method() if method == "auto" else method
+    h0 = jnp.zeros((a.shape[0], *a.shape[2:]), a.dtype) if h0 is None else h0
+    return {"associative": _associative, "sequential": _sequential, "chunked": _chunked}[method](a, b, h0)
+
+
+class CausalConv(nnx.Module):
+    """Depthwise causal convolution over time: y_t = bias + sum_k kernel[k] * x_{t-K+1+k} per channel.
+
+    `__call__` maps (batch, length, channels) at once (nnx.Conv with causal padding); `step` maps one
+    token given the K-1 previous inputs, for the step-by-step recurrence.
+    """
+
+    def __init__(self, channels: int, width: int, dtype, *, rngs: nnx.Rngs):
+        self.width = width
+        self.conv = nnx.Conv(channels, channels, kernel_size=(width,), padding="CAUSAL",
+                             feature_group_count=channels, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(x)
+
+    def initial_cache(self, batch: int, channels: int, dtype) -> jax.Array:
+        """The K-1 inputs before the sequence starts (zeros, as the causal padding): (batch, K-1, channels)."""
+        return jnp.zeros((batch, self.width - 1, channels), dtype)
+
+    def step(self, cache: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token x (batch, channels) -> (new cache, y (batch, channels))."""
+        window = jnp.concatenate([cache, x[:, None].astype(cache.dtype)], axis=1)  # (batch, K, channels)
+        kernel = self.conv.kernel[...][:, 0, :]  # (K, channels), oldest input first
+        y = jnp.einsum("bkc,kc->bc", window, kernel.astype(window.dtype)) + self.conv.bias[...].astype(window.dtype)
+        return window[:, 1:], y
