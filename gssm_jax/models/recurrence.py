@@ -10,7 +10,7 @@ time axis of (batch, length, ...) arrays by one of three methods, all equal up t
                  end states, then each chunk's prefix maps applied to its start state.
 
 Which is fastest depends on the backend (benchmarks/RESULTS.md records what each gave);
-`default_method()` returns the measured choice. The composition never divides by a cumulative
+`resolve_method("auto")` returns the measured choice. The composition never divides by a cumulative
 product (unlike the cumsum-of-ratios form that the log-space minGRU/minLSTM recipe stabilises), so
 the linear-space scan is stable for any 0 <= a_t <= 1.
 """
@@ -23,18 +23,22 @@ from flax import nnx
 
 METHODS = ("associative", "sequential", "chunked")
 CHUNK = 64
-# Fastest method per backend, measured with benchmarks.train_step (see benchmarks/RESULTS.md).
-FASTEST = {"cpu": "associative", "gpu": "associative", "tpu": "associative"}
-
-
-def default_method() -> str:
-    """The recurrence method measured fastest on the default backend."""
-    return FASTEST.get(jax.default_backend(), "associative")
+# Fastest method per backend. CPU: measured with benchmarks.learners (benchmarks/RESULTS.md): the
+# sequential scan wins or ties for every kind at T=256 and T=2048 (one core-friendly pass, no
+# log-depth copies). GPU/TPU: not measured yet; the associative scan's O(log T) depth is what the
+# papers rely on there (`python -m benchmarks.learners --methods=associative,sequential,chunked`).
+FASTEST = {"cpu": "sequential", "gpu": "associative", "tpu": "associative"}
 
 
 def check_method(method: str) -> None:
     if method not in ("auto", *METHODS):
         raise ValueError(f"config.model.scan={method!r}; valid methods are auto, {', '.join(METHODS)}")
+
+
+def resolve_method(method: str) -> str:
+    """`method`, or for "auto" the method measured fastest on the default backend."""
+    check_method(method)
+    return FASTEST.get(jax.default_backend(), "associative") if method == "auto" else method
 
 
 def _compose(earlier, later):
@@ -79,8 +83,7 @@ def linear_recurrence(a: jax.Array, b: jax.Array, h0: jax.Array | None = None, m
 
     a, b: (batch, length, ...) of one float dtype; h0: (batch, ...). Returns h: (batch, length, ...).
     """
-    check_method(method)
-    method = default_method() if method == "auto" else method
+    method = resolve_method(method)
     h0 = jnp.zeros((a.shape[0], *a.shape[2:]), a.dtype) if h0 is None else h0
     return {"associative": _associative, "sequential": _sequential, "chunked": _chunked}[method](a, b, h0)
 
