@@ -104,6 +104,22 @@ def test_mamba_scans_agree():
                                    atol=4 * 40 * FLOAT32_EPS * float(jnp.abs(logits["associative"]).max()))
 
 
+def test_mamba_sequential_scan_keeps_one_state_array():
+    # The gradient of the sequential scan keeps the states h_t (length, batch, N, E D) for the backward
+    # pass and rematerialises a_t, b_t; a regression that materialises them (as the associative scan
+    # does: ~16 such arrays) would exceed 3 arrays of compiled temporaries.
+    tokens = jnp.zeros((8, 256), jnp.uint8)
+    graphdef, params = nnx.split(registry.build_model("mamba", 8, {"width": 32, "depth": 1, "scan": "sequential"},
+                                                      nnx.Rngs(0)), nnx.Param)
+
+    def loss(params):
+        return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
+
+    temporaries = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+    state_array_bytes = 8 * 256 * 16 * 64 * 4  # batch x length x N x E D float32
+    assert temporaries < 3 * state_array_bytes, temporaries / state_array_bytes
+
+
 @pytest.mark.parametrize("kind", registry.KINDS)
 def test_outputs_before_a_change_do_not_depend_on_it(kind):
     model = _model(kind)

@@ -112,8 +112,9 @@ class MambaMixer(nnx.Module):
         method = recurrence.resolve_method(self.config.scan)
         if method == "sequential":
             # One token at a time, forming a_t and b_t inside the step and rematerialising them in the
-            # backward pass, so no (batch, length, N, E D) array exists; unrolling 4 steps per loop
-            # iteration measured fastest on CPU (benchmarks/RESULTS.md).
+            # backward pass: the states h_t are the only (length, batch, N, E D) array kept, where the
+            # materialised scans hold ~16 such. Unrolling 4 steps per loop iteration measured fastest
+            # on CPU (benchmarks/RESULTS.md).
             time_major = [jnp.moveaxis(array, 1, 0) for array in (step, u, input_matrix, output_matrix)]
             _, readout = jax.lax.scan(jax.checkpoint(self._recurrence), self._zero_state(x.shape[0]), time_major,
                                       unroll=4)
