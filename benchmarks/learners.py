@@ -20,9 +20,10 @@ import numpy as np
 from absl import app, flags
 
 from configs.base import get_config
-from gssm_jax import parallel, train
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import registry
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 _LENGTHS = flags.DEFINE_list("lengths", ["256", "2048"], "Sequence lengths T.")
 _KINDS = flags.DEFINE_list("kinds", list(registry.KINDS), "Learners to time.")
@@ -38,10 +39,10 @@ def benchmark(kind: str, length: int, method: str, tokens_per_step: int, repetit
     width = registry.matched_widths(graph.vocab_size, config.model, (kind,))[kind].width
     config.model.kind, config.model.width, config.model.scan = kind, width, method
     mesh = parallel.data_parallel_mesh()
-    optimizer, schedule = train.make_optimizer(config.optimizer, 1000)
-    graphdef, state = train.init_state(train.model_config(config, graph), 0, optimizer)
+    optimizer, schedule = make_optimizer(config.optimizer, 1000)
+    graphdef, state = init_state(model_config(config, graph), 0, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
-    train_step = train.make_train_step(graphdef, optimizer, schedule, mesh)
+    train_step = make_train_step(graphdef, optimizer, schedule, mesh)
     batch_size = tokens_per_step // length
     tokens = jax.device_put(np.random.default_rng(0).integers(0, graph.vocab_size, (batch_size, length), np.uint8),
                             parallel.batch_sharded(mesh))

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs.base import get_config
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import recurrence, registry, transformer
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)

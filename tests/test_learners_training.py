@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from gssm_jax import parallel, reference, train
-from gssm_jax.graph import GraphSpec
+from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import registry
+from gssm_jax.sampling import reference
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 LEARNING_STEPS = 8
@@ -46,11 +48,11 @@ def _history(kind: str, tokens: np.ndarray, num_devices: int, num_steps: int) ->
     """Metrics of `num_steps` train steps of `kind` on the same `tokens`, data-parallel over `num_devices`."""
     config = _config(kind)
     graph = GraphSpec.from_config(config.graph)
-    optimizer, schedule = train.make_optimizer(config.optimizer, config.train.num_steps)
+    optimizer, schedule = make_optimizer(config.optimizer, config.train.num_steps)
     mesh = parallel.data_parallel_mesh(jax.devices()[:num_devices])
-    graphdef, state = train.init_state(train.model_config(config, graph), config.model.init_seed, optimizer)
+    graphdef, state = init_state(model_config(config, graph), config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
-    step = train.make_train_step(graphdef, optimizer, schedule, mesh)
+    step = make_train_step(graphdef, optimizer, schedule, mesh)
     batch = jax.device_put(tokens, parallel.batch_sharded(mesh))
     history = []
     for _ in range(num_steps):

@@ -77,8 +77,11 @@ def test_markov_chain_is_found_at_its_order():
 
 
 def test_stream_tokens_takes_whole_sequences_from_step_zero():
-    batches = {step: np.full((4, 10), step) for step in range(5)}
-    tokens = ngram.stream_tokens(batches.__getitem__, 95)
+    class Stream:
+        def batch(self, step):
+            return np.full((4, 10), step)
+
+    tokens = ngram.stream_tokens(Stream(), 95)
     assert tokens.shape == (10, 10)
     np.testing.assert_array_equal(tokens[:, 0], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
 

@@ -17,10 +17,12 @@ sorting and table look-ups, not a JAX workload).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from gssm_jax.data.batches import Batches
 
 ORDERS = (1, 2, 3, 4, 5, 6)
 ADD_CONSTANTS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -147,14 +149,14 @@ def ngram_floor(train_tokens: np.ndarray, heldout_tokens: np.ndarray, vocab_size
     return NgramFloor(order, add_constant, validation_loss, losses)
 
 
-def stream_tokens(batch: Callable[[int], np.ndarray], num_tokens: int) -> np.ndarray:
+def stream_tokens(stream: Batches, num_tokens: int) -> np.ndarray:
     """The first whole sequences of a training stream holding at least `num_tokens` tokens, on the host.
 
-    batch: step -> tokens (batch_size, length), e.g. `train.TrainingData.batch` or `FileBatches.batch`.
+    stream: a `gssm_jax.data.Batches` (`batch(step)` -> tokens (batch_size, length)), read from step 0.
     """
     rows, total, step = [], 0, 0
     while total < num_tokens:
-        tokens = np.asarray(batch(step))
+        tokens = np.asarray(stream.batch(step))
         rows.append(tokens)
         total, step = total + tokens.size, step + 1
     tokens = np.concatenate(rows)
