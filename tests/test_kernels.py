@@ -15,6 +15,7 @@ from gssm_jax.model.kernels import (
     sample_kernels,
     sample_log_gamma,
 )
+from gssm_jax.sampling import reference, sampler, tables
 
 # Every statistical test below fails by chance with probability <= FALSE_FAILURE_RATE.
 FALSE_FAILURE_RATE = 1e-6
@@ -167,6 +168,68 @@ def test_product_conditional_matches_numpy_reference():
     assert table.shape == graph.kernel_shape("B")
     np.testing.assert_allclose(table, expected, rtol=1e-5, atol=1e-7)
     assert np.all(np.asarray(table) > 0)
+
+
+def _eight_input_product_graph(alpha: float) -> GraphSpec:
+    """eight_by_four with every kernel a product: X's conditional multiplies 8 clipped rows."""
+    config = experiment1_graph_config(8, 4, 64, alpha, alpha)
+    for node in config["nodes"]:
+        node["kernel"] = "product"
+    return GraphSpec.from_config(config)
+
+
+def _float64_product(tables) -> np.ndarray:
+    """The renormalised product of clipped rows, multiplied directly in float64 ((1e-10)^8 = 1e-80 is a normal
+    float64), by broadcasting: an oracle independent of the log-space code."""
+    tables = [np.clip(np.asarray(t, np.float64), PRODUCT_CLIP, None) for t in tables]
+    product = np.ones((1,) * len(tables) + (tables[0].shape[-1],))
+    for axis, table in enumerate(tables):
+        shape = [1] * len(tables) + [table.shape[-1]]
+        shape[axis] = table.shape[0]
+        product = product * table.reshape(shape)
+    return product / product.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 1e-3])
+def test_product_of_eight_inputs_matches_float64(alpha):
+    # The float32 direct product gave NaN rows here (31 of 65,536 at alpha 0.05, all of them at 1e-3).
+    graph = _eight_input_product_graph(alpha)
+    kernels = sample_kernels(jax.random.key(11), graph)
+    table = np.asarray(conditional_table(graph, kernels, "X"))
+    assert table.shape == graph.kernel_shape("X") and table.dtype == np.float32
+    assert np.all(np.isfinite(table))
+    # 64 float32 entries summing to 1: rounding <= 64 * 2^-24.
+    np.testing.assert_allclose(table.sum(axis=-1), 1.0, atol=64 * 2.0**-24)
+    # Each log term |log p| <= 23.1 (clip 1e-10) rounds by <= 23.1 * 2^-24 and 8 of them add with 7 roundings of
+    # sums <= 185: log error <= 8 * 23.1 * 2^-24 + 7 * 185 * 2^-24 = 9e-5, i.e. a relative error <= 1e-4 (softmax
+    # adds a few ulps); entries below float32's smallest normal (1.2e-38) have no relative precision.
+    expected = _float64_product(kernels["X"])
+    np.testing.assert_allclose(table, expected, rtol=1e-4, atol=np.finfo(np.float32).tiny)
+
+
+def test_reference_product_matches_float64_and_jax():
+    graph = _eight_input_product_graph(1e-3)
+    kernels = sample_kernels(jax.random.key(12), graph)
+    tables = [np.asarray(t, np.float64) for t in kernels["X"]]
+    table = reference.product_conditional(tables)
+    np.testing.assert_allclose(table, _float64_product(tables), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(table.sum(axis=-1), 1.0, atol=64 * 2.0**-52)
+    np.testing.assert_allclose(np.asarray(conditional_table(graph, kernels, "X")), table, rtol=1e-4,
+                               atol=np.finfo(np.float32).tiny)
+
+
+def test_sampler_refuses_tables_that_are_not_probabilities():
+    graph = GraphSpec.from_config(experiment1_graph_config(1, 2, 3, 0.5, 0.5))
+    kernels = sample_kernels(jax.random.key(13), graph)
+    kernels["X"] = kernels["X"].at[1, 0].set(jnp.nan)
+    for call in (lambda: sampler.sample_tokens(jax.random.key(0), graph, kernels, 4, 8),
+                 lambda: tables.sampling_tables(graph, kernels)):
+        with pytest.raises(ValueError, match=r"kernels\['X'\]: 1 of 2 conditional rows are not probabilities") as error:
+            call()
+        assert "\n" not in str(error.value)
+    kernels["X"] = kernels["X"].at[1].set(0.0)
+    with pytest.raises(ValueError, match="1 of 2 conditional rows"):
+        sampler.sample_tokens(jax.random.key(0), graph, kernels, 4, 8)
 
 
 def test_float64_kernels():

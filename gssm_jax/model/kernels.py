@@ -203,15 +203,21 @@ def sample_kernels(key: jax.Array, graph: GraphSpec, dtype=jnp.float32) -> Kerne
 
 
 def product_conditional(tables: tuple[jax.Array, ...]) -> jax.Array:
-    """Full conditional `(*input_sizes, states)` of a product kernel from its per-input tables."""
+    """Full conditional `(*input_sizes, states)` of a product kernel from its per-input tables `(input_size, states)`.
+
+    Each row is clipped at `PRODUCT_CLIP` in probability (DESIGN.md §2), then the product is formed in
+    log space (the sum of the selected rows' logs) and renormalised by a softmax over the last axis.
+    The direct product underflows: with 5 or more inputs, (1e-10)^4 is already below float32's normal
+    range, and the product of clipped rows came out as NaN or visibly wrong rows.
+    """
     num_inputs = len(tables)
     states = tables[0].shape[-1]
-    product = jnp.ones((1,) * num_inputs + (states,), tables[0].dtype)
+    log_product = jnp.zeros((1,) * num_inputs + (states,), tables[0].dtype)
     for axis, table in enumerate(tables):
         shape = [1] * num_inputs + [states]
         shape[axis] = table.shape[0]
-        product = product * jnp.clip(table, PRODUCT_CLIP, None).reshape(shape)
-    return product / jnp.sum(product, axis=-1, keepdims=True)
+        log_product = log_product + jnp.log(jnp.clip(table, PRODUCT_CLIP, None)).reshape(shape)
+    return jax.nn.softmax(log_product, axis=-1)
 
 
 def conditional_table(graph: GraphSpec, kernels: Kernels, name: str) -> jax.Array:
@@ -230,3 +236,33 @@ def conditional_table(graph: GraphSpec, kernels: Kernels, name: str) -> jax.Arra
 def conditional_tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
     """`conditional_table` of every node."""
     return {node.name: conditional_table(graph, kernels, node.name) for node in graph.nodes}
+
+
+@functools.partial(jax.jit, static_argnames="graph")
+def _invalid_row_counts(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
+    """Rows of each non-context node's conditional table that are not probabilities (NaN, inf, negative or all 0)."""
+    counts = {}
+    for node in graph.nodes:
+        if node.mode == "context":  # redrawn inside the sampler from its own Dirichlet draws
+            continue
+        rows = jnp.asarray(conditional_table(graph, kernels, node.name)).reshape(-1, node.states)
+        valid = jnp.all(jnp.isfinite(rows) & (rows >= 0), axis=-1) & (jnp.sum(rows, axis=-1) > 0)
+        counts[node.name] = jnp.sum(~valid)
+    return counts
+
+
+def check_rows(graph: GraphSpec, kernels: Kernels) -> None:
+    """Raises ValueError (one line) when a node's conditional rows are not probability rows.
+
+    The sampler's inverse-CDF thresholds of a NaN row are meaningless integers, so it would emit tokens
+    from them silently. Under an outer `jit` the values are unknown and nothing is checked.
+    """
+    counts = _invalid_row_counts(graph, kernels)
+    if any(isinstance(count, jax.core.Tracer) for count in counts.values()):
+        return
+    for name, count in jax.device_get(counts).items():
+        if count:
+            rows = math.prod(graph.input_sizes(name))
+            raise ValueError(f"kernels[{name!r}]: {int(count)} of {rows} conditional rows are not probabilities "
+                             "(NaN, inf, negative or all zero); draw the kernels with "
+                             "gssm_jax.kernels.sample_kernels or fix the tables before sampling")

@@ -15,6 +15,7 @@ Python loops over time and nodes, vectorised over the batch: the speed of the or
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from gssm_jax.model.graph import GraphSpec
 
@@ -55,14 +56,24 @@ def draw_node_kernel(rng: np.random.Generator, graph: GraphSpec, name: str) -> n
     if node.kernel == "fullrank":
         table = rng.dirichlet(concentration, size=int(np.prod(sizes))).reshape(*sizes, node.states)
         return _apply_mode(table, node.mode, own_previous_axis=not node.observed)
-    product = np.ones((1,) * len(sizes) + (node.states,))
-    for axis, size in enumerate(sizes):
-        table = _apply_mode(rng.dirichlet(concentration, size=size), node.mode,
-                            own_previous_axis=axis == 0 and not node.observed)
-        shape = [1] * len(sizes) + [node.states]
-        shape[axis] = size
-        product = product * np.clip(table, PRODUCT_CLIP, None).reshape(shape)
-    return product / product.sum(axis=-1, keepdims=True)
+    tables = [_apply_mode(rng.dirichlet(concentration, size=size), node.mode,
+                          own_previous_axis=axis == 0 and not node.observed) for axis, size in enumerate(sizes)]
+    return product_conditional(tables)
+
+
+def product_conditional(tables: list[np.ndarray]) -> np.ndarray:
+    """Full conditional `(*input_sizes, states)` of a product kernel from its per-input tables `(input_size, states)`.
+
+    Rows clipped at `PRODUCT_CLIP` in probability, then multiplied in log space (sum of logs, normalised
+    by the log-sum-exp), so that no product of many small clipped entries underflows.
+    """
+    states = tables[0].shape[-1]
+    log_product = np.zeros((1,) * len(tables) + (states,))
+    for axis, table in enumerate(tables):
+        shape = [1] * len(tables) + [states]
+        shape[axis] = table.shape[0]
+        log_product = log_product + np.log(np.clip(table, PRODUCT_CLIP, None)).reshape(shape)
+    return np.exp(log_product - logsumexp(log_product, axis=-1, keepdims=True))
 
 
 def draw_tables(rng: np.random.Generator, graph: GraphSpec) -> dict[str, np.ndarray]:

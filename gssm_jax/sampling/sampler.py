@@ -44,7 +44,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gssm_jax import keys
 from gssm_jax.model.graph import GraphSpec, token_dtype
-from gssm_jax.model.kernels import Kernels
+from gssm_jax.model.kernels import Kernels, check_rows
 from gssm_jax.sampling.tables import LARGEST_WORD, SamplingTables, draw_from_thresholds, node_thresholds
 from gssm_jax.sampling.threefry import threefry_2x32
 
@@ -167,6 +167,10 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
     Returns:
       tokens `(batch_size, length)`: uint8 if X has <= 256 states, else int32; with
       `return_latents`, `(tokens, {hidden name: int32 (batch_size, length)})`.
+
+    Raises:
+      ValueError: a bad size, or (outside an outer jit) a conditional row of `kernels` that is not a
+        probability row (`kernels.check_rows`).
     """
     for field, value in (("batch_size", batch_size), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -179,4 +183,6 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
         if batch_size % shards:
             raise ValueError(f"batch_size={batch_size} is not divisible by the {shards} devices of the sharding; "
                              f"use a multiple of {shards}")
+    if not isinstance(kernels, SamplingTables):
+        check_rows(graph, kernels)
     return _sample_jitted(key, kernels, graph, int(batch_size), int(length), bool(return_latents), sharding)

@@ -20,7 +20,7 @@ from jax import lax
 
 from gssm_jax import keys
 from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import Kernels, conditional_table, sample_node_kernel
+from gssm_jax.model.kernels import Kernels, check_rows, conditional_table, sample_node_kernel
 
 SATURATED = np.uint32(2**32 - 1)  # a threshold no (clamped) random word reaches: probability mass 0 above it
 LARGEST_WORD = np.uint32(2**32 - 2)  # random words are clamped here so SATURATED is never <= a word
@@ -112,9 +112,18 @@ def _grouped_thresholds(graph: GraphSpec, rows: dict[str, jax.Array]) -> dict[st
     return thresholds
 
 
-@functools.partial(jax.jit, static_argnames="graph")
 def sampling_tables(graph: GraphSpec, kernels: Kernels) -> SamplingTables:
-    """The thresholds of every non-context node of `graph` under `kernels` (see `SamplingTables`)."""
+    """The thresholds of every non-context node of `graph` under `kernels` (see `SamplingTables`).
+
+    Raises:
+      ValueError: a node's conditional rows are not probabilities (`kernels.check_rows`).
+    """
+    check_rows(graph, kernels)
+    return _sampling_tables(graph, kernels)
+
+
+@functools.partial(jax.jit, static_argnames="graph")
+def _sampling_tables(graph: GraphSpec, kernels: Kernels) -> SamplingTables:
     return SamplingTables(_grouped_thresholds(graph, {
         node.name: _probability_rows(graph, node.name, kernels[node.name])
         for node in graph.nodes if node.mode != "context"}))
