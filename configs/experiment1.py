@@ -52,6 +52,8 @@ SMALL_ALPHA = 1e-3
 # Calibration stopping tolerance |difficulty - target|, in the measure's unit (bits/token for entropy,
 # bytes/token for gzip): about a tenth of the spread the seed saw across graph seeds.
 TOLERANCE = {"entropy": 0.01, "gzip": 0.003}
+# Evaluations per training run (train.eval_every = ceil(num_steps / EVALS_PER_RUN)).
+EVALS_PER_RUN = 20
 
 # Per size: the sweep's seeds and model sizes, the training budget, and the calibration batch.
 MODELS = {
@@ -91,7 +93,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.batch_size = 64 if paper else 32
     config.train.num_steps = 2000 if paper else 300
     config.train.log_every = 100 if paper else 25
-    config.train.eval_every = 500 if paper else 50
+    # Evaluations per run: EVALS_PER_RUN, so the learning curves have points and the last fifth of training holds
+    # 5 of them for the convergence slope (a reference: overriding train.num_steps rescales it). Each eval is a
+    # forward pass over eval.num_sequences; the exact entropy of the held-out set is computed once per run.
+    config.train.eval_every = (config.train.get_ref("num_steps") + EVALS_PER_RUN - 1) // EVALS_PER_RUN
     config.train.checkpoint_every = 500 if paper else 75
     config.optimizer.warmup_steps = 200 if paper else 15
     config.eval.num_sequences = 256 if paper else 64
@@ -108,8 +113,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.experiment1.models = MODELS[size]
     # Tokens per sequence for each graph (training, evaluation and calibration): the seed's T at paper size.
     config.experiment1.lengths = {name: (FAMILIES[name].length if paper else 64) for name in FAMILIES}
-    # Significance level of the two-sided Welch t-test comparing the sides' mean excess loss across seeds.
-    config.experiment1.significance_level = 0.05
+
+    # The report (gssm_jax.analysis.report; the notebook reads the same fields). Losses in nats/token.
+    config.report = ml_collections.ConfigDict()
+    # Level of each two-sided paired comparison of the sides, applied after Holm's correction across graphs.
+    config.report.significance_level = 0.05
+    # Confidence level of the intervals: side means, the mean paired difference, the learning-curve bands.
+    config.report.confidence = 0.95
+    # "Learns faster" compares the training tokens until the excess loss first falls to this (nats/token).
+    config.report.reach_excess = 0.1
+    # Convergence check: the slope of excess loss vs tokens is fitted over this final fraction of training...
+    config.report.convergence_window = 0.2
+    # ... and a run is still falling when that slope is < 0 at this one-sided level ...
+    config.report.convergence_level = 0.05
+    # ... and the fitted drop across the window is at least this fraction of the fitted excess at its start.
+    config.report.convergence_min_drop = 0.05
+    # A side has learned when its mean final excess is at most this fraction of its entropy rate (and at most
+    # half its runs are still falling); otherwise the graph is "not learned at this budget", not tested.
+    config.report.max_excess_fraction = 0.2
 
     config.calibration = ml_collections.ConfigDict()
     # Difficulty matched between the sides: "entropy" (exact entropy rate, bits/token) or "gzip" (bytes/token).

@@ -52,9 +52,9 @@ def main(argv):
         except (sweep.SweepError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None
         failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
-    path = report.write_report(workdir, significance_level=config.experiment1.significance_level)
+    path = report.write_report(workdir, report.Settings.from_config(config.report))
     with open(path) as file:
-        answer = file.read().split("## Method")[0]
+        answer = file.read().split("## Learning curves")[0]
     print(answer, flush=True)  # the answer and the per-graph verdicts; the rest is in the file
     logging.info("report: %s (total %.0f s)", path, time.time() - start)
     if failed:

@@ -77,5 +77,19 @@ def test_cli_report_only_rewrites_the_report(tmp_path):
     workdir = make_fake_workdir(str(tmp_path))
     completed = run_cli("--config=configs/experiment1.py", f"--workdir={workdir}", "--report_only")
     assert completed.returncode == 0, completed.stderr
-    assert "| four_by_four | tiny | 0.1100 [0.0852, 0.1348]" in completed.stdout
+    assert "**four_by_four** (matched by entropy; transformer `tiny`; 3 seed pairs): **Ends lower: small alpha_X" \
+        in completed.stdout
     assert os.path.exists(os.path.join(workdir, "report.md"))
+
+
+@pytest.mark.parametrize("arg", ["size=cpu", "size=paper"])
+def test_every_run_evaluates_often_enough_for_curves_and_the_convergence_check(arg):
+    config = experiment1.get_config(arg)
+    for num_steps in (config.train.num_steps, 1000, 37):  # eval_every follows an overridden num_steps
+        config.train.num_steps = num_steps
+        every = config.train.eval_every
+        evals = sorted({*range(every, num_steps + 1, every), num_steps})  # the loop also evaluates the last step
+        assert len(evals) >= 10, (num_steps, every)
+        window = [step for step in evals if step >= (1 - config.report.convergence_window) * num_steps]
+        assert len(window) >= 5, (num_steps, every)
+    assert "eval_every" in config.to_json()  # the reference resolves when the sweep copies the config

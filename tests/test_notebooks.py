@@ -43,9 +43,10 @@ def test_experiment1_notebook_reproduces_the_report_on_a_fake_workdir(tmp_path):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     text = "".join(str(output.get("data", {}).get("text/markdown", "")) + str(output.get("text", ""))
                    for output in outputs)
-    assert "| four_by_four | tiny | 0.1100 [0.0852, 0.1348]" in text
-    assert "12 finished runs" in text
-    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 5  # 3 report plots + 2 explorations
+    assert "| four_by_four | entropy | transformer | tiny | 3 | 0.1100 [0.0670, 0.1530]" in text
+    assert "**eight_by_four** (matched by entropy; transformer `tiny`; 3 seed pairs): **not learned at this" in text
+    assert "18 finished runs" in text
+    assert sum("image/png" in output.get("data", {}) for output in outputs) >= 4  # 3 report plots + every run's curve
 
 
 @pytest.mark.slow

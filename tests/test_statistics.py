@@ -1,24 +1,31 @@
-"""Confidence intervals and t-tests against closed forms, scipy's own tests, and a coverage simulation."""
+"""Intervals, paired tests, rank comparisons and Holm's correction against closed forms, scipy and enumeration."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from gssm_jax.analysis.statistics import confidence_interval, paired_t_test, welch_t_test
-
-
-def student_cdf_4(t: float) -> float:
-    """Closed-form CDF of Student's t with 4 degrees of freedom: 1/2 + (3/4) x (1 - x^2/3), x = t/sqrt(4+t^2)."""
-    x = t / math.sqrt(4 + t * t)
-    return 0.5 + 0.75 * x * (1 - x * x / 3)
+from gssm_jax.analysis.statistics import confidence_interval, holm, paired_comparison, paired_rank_comparison
 
 
 def student_quantile_2(probability: float) -> float:
     """Closed-form quantile of Student's t with 2 degrees of freedom: F(t) = 1/2 + t / (2 sqrt(2 + t^2))."""
     a = 2 * probability - 1
     return a * math.sqrt(2 / (1 - a * a))
+
+
+def student_cdf_2(t: float) -> float:
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+def enumerated_sign_flip_p(differences: np.ndarray) -> float:
+    """P(|mean of sign-flipped differences| >= |observed mean|) over all 2^n flips, by brute force."""
+    observed = abs(differences.mean())
+    flips = np.array(list(itertools.product((1.0, -1.0), repeat=differences.size)))
+    means = np.abs(flips @ differences / differences.size)
+    return float(np.mean(means >= observed * (1 - 1e-12)))
 
 
 def test_interval_of_three_values_matches_the_closed_form_quantile():
@@ -30,34 +37,6 @@ def test_interval_of_three_values_matches_the_closed_form_quantile():
     assert interval.stderr == pytest.approx(0.01 / math.sqrt(3))
 
 
-def test_welch_with_equal_spreads_has_four_degrees_of_freedom_and_the_closed_form_p_value():
-    test = welch_t_test([0.10, 0.12, 0.11], [0.20, 0.22, 0.21])
-    statistic = -0.1 / math.sqrt(2 * 0.01**2 / 3)
-    assert test.difference == pytest.approx(-0.1)
-    assert test.dof == pytest.approx(4.0)
-    assert test.statistic == pytest.approx(statistic)
-    assert test.p_value == pytest.approx(2 * student_cdf_4(statistic), rel=1e-9)
-    assert test.significant(0.05)
-
-
-def test_welch_and_paired_agree_with_scipy():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(0.0, 1.0, 5), rng.normal(0.7, 3.0, 7)
-    reference = stats.ttest_ind(a, b, equal_var=False)
-    test = welch_t_test(a, b)
-    assert test.statistic == pytest.approx(reference.statistic, rel=1e-10)
-    assert test.p_value == pytest.approx(reference.pvalue, rel=1e-10)
-    assert test.dof == pytest.approx(reference.df, rel=1e-10)
-    low, high = reference.confidence_interval(0.95)
-    assert (test.low, test.high) == pytest.approx((low, high), rel=1e-10)
-
-    c = a + rng.normal(0.3, 0.2, 5)
-    paired = paired_t_test(a, c)
-    reference = stats.ttest_rel(a, c)
-    assert paired.statistic == pytest.approx(reference.statistic, rel=1e-10)
-    assert paired.p_value == pytest.approx(reference.pvalue, rel=1e-10)
-
-
 def test_interval_covers_the_true_mean_at_its_level():
     # 4000 normal samples of size 3: the coverage is Binomial(4000, 0.95)/4000 with standard deviation
     # sqrt(0.95 * 0.05 / 4000) = 0.0034; a 4.5-sigma band fails by chance with probability < 1e-5.
@@ -67,12 +46,97 @@ def test_interval_covers_the_true_mean_at_its_level():
     assert abs(np.mean(covered) - 0.95) < 4.5 * math.sqrt(0.95 * 0.05 / 4000)
 
 
+def test_paired_t_matches_the_closed_form_on_three_pairs():
+    # Differences -0.1, -0.12, -0.08: mean -0.1, sample std 0.02, t = -0.1 / (0.02 / sqrt 3) with 2 dof.
+    result = paired_comparison([0.10, 0.10, 0.13], [0.20, 0.22, 0.21])
+    t = -0.1 / (0.02 / math.sqrt(3))
+    assert result.pairs == 3 and result.dof == 2
+    assert result.mean_difference == pytest.approx(-0.1)
+    assert result.t_statistic == pytest.approx(t, rel=1e-9)
+    assert result.t_p_value == pytest.approx(2 * student_cdf_2(t), rel=1e-9)
+    half_width = student_quantile_2(0.975) * 0.02 / math.sqrt(3)
+    assert (result.low, result.high) == pytest.approx((-0.1 - half_width, -0.1 + half_width), rel=1e-9)
+    # All three differences negative: the observed mean is the most extreme of the 8 flips (and its mirror).
+    assert result.permutation_exact and result.permutation_p_value == pytest.approx(2 / 8)
+    assert result.smallest_permutation_p == pytest.approx(2 / 8)
+
+
+def test_paired_comparison_agrees_with_scipy_and_enumeration():
+    rng = np.random.default_rng(0)
+    for pairs in (4, 6, 9):
+        a = rng.normal(0.0, 1.0, pairs)
+        b = a + rng.normal(0.4, 0.5, pairs)
+        result = paired_comparison(a, b, level=0.9)
+        reference = stats.ttest_rel(a, b)
+        assert result.t_statistic == pytest.approx(reference.statistic, rel=1e-12)
+        assert result.t_p_value == pytest.approx(reference.pvalue, rel=1e-12)
+        assert (result.low, result.high) == pytest.approx(tuple(reference.confidence_interval(0.9)), rel=1e-12)
+        assert result.permutation_p_value == pytest.approx(enumerated_sign_flip_p(a - b), abs=1e-12)
+        assert result.smallest_permutation_p == pytest.approx(2.0 / 2**pairs)
+
+
+def test_many_pairs_use_a_reproducible_monte_carlo_close_to_the_enumeration():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, 20)
+    b = a + rng.normal(0.3, 1.0, 20)
+    exact = enumerated_sign_flip_p(a - b)  # 2^20 flips
+    first, second = paired_comparison(a, b), paired_comparison(a, b)
+    assert not first.permutation_exact and first.permutation_p_value == second.permutation_p_value
+    # 99,999 resamples: standard error sqrt(p (1 - p) / 1e5) <= 0.0016; 5 of them fail with probability < 1e-6.
+    assert abs(first.permutation_p_value - exact) < 5 * math.sqrt(exact * (1 - exact) / 99_999) + 1e-5
+
+
 def test_degenerate_inputs_are_never_significant():
     assert math.isnan(confidence_interval([1.0]).low)
-    assert math.isnan(welch_t_test([1.0], [2.0, 3.0]).p_value)
-    constant = welch_t_test([1.0, 1.0], [1.0, 1.0])
-    assert math.isnan(constant.p_value) and not constant.significant(0.05)
+    single = paired_comparison([1.0], [2.0])
+    assert math.isnan(single.t_p_value) and single.permutation_p_value == 1.0
+    constant = paired_comparison([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])  # every difference -1: no spread
+    assert math.isnan(constant.t_p_value) and math.isnan(constant.low)
+    assert constant.permutation_p_value == pytest.approx(2 / 8)
     with pytest.raises(ValueError, match="as many values"):
-        paired_t_test([1.0, 2.0], [1.0])
+        paired_comparison([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="empty"):
         confidence_interval([])
+
+
+def test_rank_comparison_by_hand_with_censoring():
+    # Pooled values 100, 150, 200, 300, inf, inf rank 1, 2, 3, 4, 5.5, 5.5.
+    a, b = [100.0, math.inf, 300.0], [200.0, 150.0, math.inf]
+    result = paired_rank_comparison(a, b)
+    assert (result.a_smaller, result.b_smaller, result.ties) == (2, 1, 0)
+    assert (result.censored_a, result.censored_b) == (1, 1)
+    assert result.ranks.mean_difference == pytest.approx((-2 + 3.5 - 1.5) / 3)
+    assert result.ranks.permutation_p_value == pytest.approx(enumerated_sign_flip_p(np.array([-2, 3.5, -1.5])))
+    # Side b never reaches in 5 pairs while a always does: every rank difference is negative.
+    result = paired_rank_comparison([1.0, 2.0, 3.0, 4.0, 5.0], [math.inf] * 5)
+    assert result.a_smaller == 5 and result.censored_b == 5
+    assert result.ranks.permutation_p_value == pytest.approx(2 / 32)
+    # Both censored in every pair: all ties, nothing to test.
+    result = paired_rank_comparison([math.inf] * 3, [math.inf] * 3)
+    assert result.ties == 3 and result.ranks.permutation_p_value == 1.0 and math.isnan(result.ranks.t_p_value)
+    with pytest.raises(ValueError, match="nan"):
+        paired_rank_comparison([math.nan], [1.0])
+
+
+def test_holm_by_hand():
+    # Sorted 0.005, 0.01, 0.03, 0.04 scaled by 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06.
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+    np.testing.assert_allclose(holm([np.nan, 0.02, 0.04]), [np.nan, 0.04, 0.04], rtol=1e-12)
+    np.testing.assert_allclose(holm([0.6, 0.7]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.2]), [0.2])
+    assert holm([]).size == 0 and np.isnan(holm([np.nan])).all()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([1.5])
+
+
+def test_holm_rejects_what_the_textbook_step_down_procedure_rejects():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        p = rng.uniform(0, 0.1, rng.integers(1, 8)) ** rng.uniform(0.5, 2)
+        alpha = 0.05
+        rejected = np.zeros(p.size, bool)
+        for step, index in enumerate(np.argsort(p)):  # reject while p_(i) < alpha / (m - i + 1), then stop
+            if p[index] >= alpha / (p.size - step):
+                break
+            rejected[index] = True
+        np.testing.assert_array_equal(holm(p) < alpha, rejected)

@@ -1,1 +1,1 @@
-"""Analysis of finished runs: statistics and the Experiment 1 report."""
+"""Analysis of finished runs: run records, learning-curve summaries, paired statistics, the Experiment 1 report."""
