@@ -197,3 +197,13 @@ def test_settings_come_from_the_config():
     with pytest.raises(ValueError, match="config.report lacks confidence, reach_excess, .*max_excess_fraction"):
         report.Settings.from_config({"significance_level": 0.05})
     assert SETTINGS.max_excess_fraction == experiment1.get_config().report.max_excess_fraction
+
+
+def test_nothing_compared_is_not_called_not_significant(tmp_path):
+    excess = {key: values for key, values in EXCESS.items() if key[0] in ("eight_by_four", "four_by_four")}
+    excess[("four_by_four", "small_alpha_z")] = [0.5, 0.6, 0.7]  # 25-35% of the entropy: not learned
+    comparisons = report.compare(load_runs(make_fake_workdir(str(tmp_path), excess)), SETTINGS)
+    assert [c.outcome("final") for c in comparisons] == ["not learned", "not learned"]
+    assert report.dependence(comparisons, "graph") == (
+        "Ends lower: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested. "
+        "Learns faster: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested.")

@@ -123,8 +123,10 @@ def dependence(comparisons: Sequence[Comparison], factor: str) -> str:
                         f"this is no evidence about other {name}s")
             elif winners:
                 text = f"{listed}: whether it depends on the {name} is not established"
-            else:
+            elif any(outcome == "not significant" for outcome in outcomes.values()):
                 text = f"no {name} shows a significant difference ({listed}): dependence not established"
+            else:
+                text = f"no {name} was compared ({listed}): dependence not tested"
             sentences.append(f"{prefix}{QUESTION_NAMES[question]}: {text}.")
     return " ".join(sentences) or (f"No (graph, measure, learner, model size) combination was run with more than one "
                                    f"{name}, so whether the answer depends on the {name} is not tested.")
@@ -150,7 +152,9 @@ def method(settings: Settings) -> str:
         "least-squares slope of excess loss against tokens, its standard error and the one-sided p-value of "
         f"slope < 0; a run is **still falling** when p < {s.convergence_level:g} and the fitted drop across that "
         f"window is at least {s.convergence_min_drop:.0%} of the fitted excess at its start (not checked with fewer "
-        "than 3 evaluations in the window). A side has **learned** when its mean final excess is at most "
+        "than 3 evaluations in the window). A learning rate decayed to 0 at the end (cosine schedule) flattens that "
+        "window, so a flat end does not show that a longer run would not learn more; the excess criterion guards "
+        "against that. A side has **learned** when its mean final excess is at most "
         f"{s.max_excess_fraction:.0%} of its entropy rate and at most half its runs are still falling; a graph where "
         f"a side has not learned is reported as \"{NOT_LEARNED}\" and not tested, never as \"not significant\".")
 
