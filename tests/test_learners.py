@@ -139,6 +139,21 @@ def test_initial_loss_is_log_vocab(kind):
     np.testing.assert_allclose(losses, math.log(11), rtol=4 * FLOAT32_EPS)
 
 
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_bfloat16_computation_tracks_float32(kind):
+    # Same parameters, bfloat16 projections (the recurrences stay float32): bfloat16 keeps 8 mantissa
+    # bits (eps 2^-7); two blocks of O(1) activations through a unit-variance head give logits that
+    # agree to ~0.1 absolute, as for the transformer (tests/test_transformer.py).
+    inputs = jax.random.randint(jax.random.key(5), (2, 10), 0, 11)
+    model32, model16 = _model(kind), _model(kind, dtype="bfloat16")
+    head = jax.random.normal(jax.random.key(4), model32.head.kernel.shape) / 6
+    model32.head.kernel[...] = head
+    model16.head.kernel[...] = head
+    logits16 = _logits(model16, inputs)
+    assert logits16.dtype == jnp.float32
+    np.testing.assert_allclose(logits16, _logits(model32, inputs), atol=0.1)
+
+
 def _expected_parameters(kind: str, vocab: int, width: int, depth: int, heads: int, mlp_ratio: float) -> int:
     """Closed-form parameter counts from each paper's layer list (the models' docstrings)."""
     shared = (vocab + 1) * width + width + width * vocab  # embedding (with BOS), final norm, head

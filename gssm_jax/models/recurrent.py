@@ -88,7 +88,7 @@ class Block(nnx.Module):
     def __init__(self, config: RecurrentConfig, mixer: nnx.Module, mlp: GatedMLP | None, *, rngs: nnx.Rngs):
         self.mixer_norm = nnx.RMSNorm(config.width, dtype=config.compute_dtype, rngs=rngs)
         self.mixer = mixer
-        self.mlp_norm = nnx.RMSNorm(config.width, dtype=config.compute_dtype, rngs=rngs) if mlp else None
+        self.mlp_norm = None if mlp is None else nnx.RMSNorm(config.width, dtype=config.compute_dtype, rngs=rngs)
         self.mlp = mlp
 
     def _mlp(self, x: jax.Array) -> jax.Array:
