@@ -98,6 +98,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.init_scale = 1.0
     # Seed of the model's initial parameters.
     config.model.init_seed = 0
+    # Recurrent kinds: how linear recurrences run in training: auto (the fastest measured on the
+    # backend), associative, sequential or chunked; the same numbers up to float rounding.
+    config.model.scan = "auto"
+    # Recurrent kinds: the mixer's hidden size as a multiple of width (> 0); None keeps the kind's
+    # default (mamba 2, hawk 4/3, mingru and minlstm 3, lstm 1).
+    config.model.expansion = ml_collections.config_dict.placeholder(float)
+    # Mamba: states per channel N (>= 1); None keeps the paper's 16.
+    config.model.state_size = ml_collections.config_dict.placeholder(int)
 
     config.optimizer = ml_collections.ConfigDict()
     # Peak learning rate of AdamW.

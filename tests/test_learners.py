@@ -11,6 +11,7 @@ from flax import nnx
 from configs.base import get_config
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import recurrence, registry, transformer
+from gssm_jax.training.step import model_config
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 RECURRENT = tuple(kind for kind in registry.KINDS if kind != "transformer")
@@ -199,6 +200,19 @@ def test_matched_widths_are_within_ten_percent_and_nearest(size):
             for neighbour in (match.width - 1, match.width + 1):
                 count = registry.parameter_count(kind, vocab_size, {**config.model, "width": neighbour})
                 assert abs(count - target) >= abs(match.parameters - target), (kind, neighbour)
+
+
+def test_config_model_fields_reach_each_kind():
+    config = get_config("size=cpu")
+    config.model.kind = "mamba"
+    graph = GraphSpec.from_config(config.graph)
+    shape = model_config(config, graph)  # expansion and state_size unset (None): the kind's defaults
+    assert (shape.width, shape.depth, shape.expansion, shape.state_size, shape.scan) == (64, 2, 2.0, 16, "auto")
+    config.model.expansion, config.model.state_size, config.model.scan = 1.5, 8, "chunked"
+    shape = model_config(config, graph)
+    assert (shape.expansion, shape.state_size, shape.scan, shape.hidden) == (1.5, 8, "chunked", 96)
+    config.model.kind = "hawk"
+    assert model_config(config, graph).heads == config.model.heads
 
 
 def test_bad_kind_and_shapes_name_the_field():

@@ -50,12 +50,13 @@ def model_config(kind: str, vocab_size: int, fields: Mapping[str, Any]) -> Any:
 
     `fields` is typically `config.model`, which holds the fields of every kind (width, depth,
     heads, ...): each kind takes those its config declares and ignores the rest; fields it
-    declares but `fields` lacks keep the kind's defaults (e.g. each kind's `expansion`).
+    declares but `fields` lacks or holds as None keep the kind's defaults (e.g. each kind's `expansion`).
     """
     check_kind(kind)
     config_class = _MODELS[kind][0]
     declared = {field.name for field in dataclasses.fields(config_class)} - {"vocab_size"}
-    return config_class(vocab_size=vocab_size, **{name: fields[name] for name in declared if name in fields})
+    given = {name: fields[name] for name in declared if name in fields and fields[name] is not None}
+    return config_class(vocab_size=vocab_size, **given)
 
 
 def build(shape: Any, rngs: nnx.Rngs) -> nnx.Module:
