@@ -14,7 +14,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/python -m experiments.experiment1 --config=configs/experiment1.py:size=cpu --workdir=$(WORKDIR)
+	$(BIN)/gssm-experiment1 --config=experiment1:size=cpu --workdir=$(WORKDIR)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs.calibrate import get_config
 from gssm_jax import difficulty
+from gssm_jax.configs.calibrate import get_config
 from gssm_jax.difficulty import calibrate_pair
 from gssm_jax.model import kernels
 from gssm_jax.model.families import get_family

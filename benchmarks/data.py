@@ -25,8 +25,8 @@ import time
 import jax
 import numpy as np
 
-from configs.base import get_config
 from gssm_jax import data
+from gssm_jax.configs.base import get_config
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.sampling import reference, sample_tokens, sampling_tables

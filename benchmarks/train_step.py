@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from configs.base import get_config
 from gssm_jax import sampling as sampler
+from gssm_jax.configs.base import get_config
 from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import conditional_tables, sample_kernels

@@ -1,66 +1,6 @@
-"""Experiment 1 end to end: calibrate the pairs, train every run of the sweep, write the report.
+"""Shim: `python -m experiments.experiment1` from a checkout = `gssm-experiment1` (gssm_jax/cli/experiment1.py)."""
 
-  python -m experiments.experiment1 --config=configs/experiment1.py:size=cpu --workdir=runs/experiment1
-  python -m experiments.experiment1 --config=configs/experiment1.py:size=paper --workdir=/shared/exp1 \
-      --launcher=slurm --slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8
-
-Outputs in the workdir: calibration/<graph>.<measure>.json, runs/<graph>/<side>/seed<k>/<model>/,
-report.md and its PNG plots. Rerunning the same command skips finished runs and resumes the others.
-"""
-
-import time
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from gssm_jax import experiment1 as sweep
-from gssm_jax.analysis import report
-from gssm_jax.cli import common as cli
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/experiment1.py", "Config file, e.g. "
-                                          "configs/experiment1.py:size=cpu.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (overrides config.workdir).")
-_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
-                              "local: train the runs one after another here; slurm: one submitit array job.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite report.md from the finished runs.")
-_PARTITION = flags.DEFINE_string("slurm_partition", None, "Slurm partition (default: the cluster's default).")
-_TIME = flags.DEFINE_integer("slurm_time_minutes", 240, "Wall-time limit per job; a job that reaches it is "
-                             "requeued and resumes from its checkpoint.")
-_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 1, "GPUs per job (each run is data-parallel over them).")
-_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 8, "CPU cores per job.")
-_PARALLEL = flags.DEFINE_integer("slurm_max_parallel", 64, "Most array tasks running at once.")
-_CLUSTER = flags.DEFINE_enum("slurm_cluster", "slurm", ["slurm", "local", "debug"],
-                             "submitit executor: slurm, or local/debug to try the Slurm path without a cluster.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = _CONFIG.value
-    workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
-    cli.quiet_library_logs()
-    start = time.time()
-    failed = []
-    if not _REPORT_ONLY.value:
-        slurm = None
-        if _LAUNCHER.value == "slurm":
-            slurm = sweep.SlurmOptions(partition=_PARTITION.value, time_minutes=_TIME.value,
-                                       gpus_per_node=_GPUS.value, cpus_per_task=_CPUS.value,
-                                       max_parallel=_PARALLEL.value, cluster=_CLUSTER.value)
-        try:
-            outcomes = sweep.run_experiment(config, workdir, slurm=slurm, log=logging.info)
-        except (sweep.SweepError, ValueError) as error:
-            raise SystemExit(f"error: {error}") from None
-        failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
-    path = report.write_report(workdir, report.Settings.from_config(config.report))
-    with open(path) as file:
-        answer = file.read().split("## Learning curves")[0]
-    print(answer, flush=True)  # the answer and the per-graph verdicts; the rest is in the file
-    logging.info("report: %s (total %.0f s)", path, time.time() - start)
-    if failed:
-        raise SystemExit(f"error: {len(failed)} runs failed ({', '.join(failed)}); the report covers the others; "
-                         "fix the cause and rerun the same command to train them")
-
+from gssm_jax.cli.experiment1 import run
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    run()

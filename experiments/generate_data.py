@@ -1,52 +1,6 @@
-"""Generates a finite dataset (train/test token shards, kernels, meta.json) into --workdir.
+"""Shim: `python -m experiments.generate_data` = `gssm-generate-data` (gssm_jax/cli/generate_data.py)."""
 
-  python -m experiments.generate_data --config=configs/data.py --workdir=/tmp/data_cpu
-  python -m experiments.generate_data --config=configs/data.py:size=paper --workdir=data/four_by_four
-
-Rerunning the same command resumes an interrupted generation; on a finished dataset it only verifies it.
-"""
-
-import time
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from gssm_jax.cli import common as cli
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/data.py[:arg].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Dataset directory.")
-_SKIP_VERIFY = flags.DEFINE_bool("skip_verify", False, "Do not recompute the checksums of the finished dataset.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from gssm_jax import data
-
-    config = _CONFIG.value
-    logging.info("The config:\n%s", config)
-    start = time.perf_counter()
-
-    def report(event: data.GenerationProgress) -> None:
-        elapsed = time.perf_counter() - start
-        logging.info("%s %s: %d/%d sequences (%.0f%%), %.1f s", event.file,
-                     "found finished" if event.from_disk else "written", event.sequences_done,
-                     event.sequences_total, 100 * event.sequences_done / event.sequences_total, elapsed)
-
-    try:
-        dataset = data.generate_dataset(
-            _WORKDIR.value, config.graph.to_dict(), seed=config.seed, data_seed=config.data_seed,
-            num_train=config.num_train, num_test=config.num_test, length=config.length,
-            shard_size=config.shard_size, progress=report)
-        if not _SKIP_VERIFY.value:
-            dataset = data.load_dataset(dataset.directory, verify=True)
-    except ValueError as error:  # DatasetError, GraphError: one line naming the file or field
-        raise SystemExit(f"error: {error}") from None
-    logging.info("Dataset %s: %d train + %d test sequences of %d tokens (%s)%s", dataset.directory,
-                 len(dataset.train), len(dataset.test), dataset.length, dataset.meta["dtype"],
-                 "" if _SKIP_VERIFY.value else ", checksums verified")
-
+from gssm_jax.cli.generate_data import run
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    run()

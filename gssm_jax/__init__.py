@@ -1,0 +1,72 @@
+"""gssm_jax: graph-structured sequential models in JAX. The everyday names: `import gssm_jax as gj`.
+
+    graph = gj.GraphSpec.from_config(gj.get_family("four_by_four").config(alpha_x=1e-3, alpha_z=0.125))
+    kernels = gj.sample_kernels(jax.random.key(0), graph)
+    tokens = gj.sample_tokens(jax.random.key(1), graph, kernels, batch_size=64, length=256)
+    rate = gj.entropy_rate(graph, kernels, tokens)              # EntropyRate(nats_per_token, standard_error)
+    result = gj.train_and_evaluate(gj.load_config("base:size=tiny"), "runs/tiny")
+
+The stages of the data flow are subpackages (`gj.model`, `gj.sampling`, `gj.inference`, `gj.data`,
+`gj.difficulty`, `gj.models`, `gj.training`, `gj.analysis`, `gj.experiment1`, `gj.configs`, `gj.cli`),
+with `gj.keys` (the key tree) and `gj.files` (the atomic writer).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("gssm_jax")
+except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "unknown"
+
+# name -> module defining it. Resolved on first use (PEP 562), so that `import gssm_jax.keys` or a config
+# file does not pay for importing the training stack (flax, optax, orbax).
+_EXPORTS = {
+    "GraphSpec": "gssm_jax.model.graph",
+    "GraphError": "gssm_jax.model.graph",
+    "experiment1_graph_config": "gssm_jax.model.graph",
+    "FAMILIES": "gssm_jax.model.families",
+    "GraphFamily": "gssm_jax.model.families",
+    "get_family": "gssm_jax.model.families",
+    "sample_kernels": "gssm_jax.model.kernels",
+    "conditional_tables": "gssm_jax.model.kernels",
+    "sampling_tables": "gssm_jax.sampling.tables",
+    "sample_tokens": "gssm_jax.sampling.sampler",
+    "EntropyRate": "gssm_jax.inference.api",
+    "entropy_rate": "gssm_jax.inference.api",
+    "token_losses": "gssm_jax.inference.api",
+    "log_likelihood": "gssm_jax.inference.api",
+    "Measurer": "gssm_jax.difficulty.measurer",
+    "calibrate_pair": "gssm_jax.difficulty.pipeline",
+    "run_calibration": "gssm_jax.experiment1.calibration",
+    "generate_dataset": "gssm_jax.data.generate",
+    "load_dataset": "gssm_jax.data.load",
+    "train_and_evaluate": "gssm_jax.training.loop",
+    "run_experiment": "gssm_jax.experiment1.sweep",
+    "write_report": "gssm_jax.analysis.report",
+}
+_LOADERS = {"load_config": ("gssm_jax.configs", "load")}
+_SUBPACKAGES = ("analysis", "cli", "configs", "data", "difficulty", "experiment1", "files", "inference", "keys",
+                "model", "models", "sampling", "training")
+
+__all__ = sorted([*_EXPORTS, *_LOADERS])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _LOADERS:
+        module, attribute = _LOADERS[name]
+        value = getattr(importlib.import_module(module), attribute)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'gssm_jax' has no attribute {name!r}; the public names are in gssm_jax.__all__")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})

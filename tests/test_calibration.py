@@ -1,6 +1,7 @@
 """Tests of the alpha search: synthetic objectives with known roots, and the real objective on small graphs."""
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -132,22 +133,35 @@ def test_calibrate_pair_matches_reference_difficulty():
 
 
 def test_config_arg_errors_list_valid_values():
-    from configs.calibrate import get_config
+    from gssm_jax.configs.calibrate import get_config
 
     config = get_config("graph=chain,measure=entropy,size=cpu")
-    assert (config.graph, config.measures) == ("chain", "entropy")
-    assert (config.reference_alpha_x, config.reference_alpha_z) == get_family("chain").reference
-    assert get_config("size=paper").batch_size == 1024 and get_config("graph=eight_by_four,size=paper").length == 4096
+    assert (config.calibration.graphs, config.calibration.measures) == (("chain",), ("entropy",))
+    assert (config.calibration.reference_alpha_x, config.calibration.reference_alpha_z) == (None, None)  # family's
+    assert get_config("size=paper").calibration.batch_size == 1024
+    assert get_config("graph=eight_by_four,size=paper").calibration.length == 4096
     with pytest.raises(ValueError, match="valid values are four_by_four, eight_by_four, chain"):
         get_config("graph=4x4")
     with pytest.raises(ValueError, match="valid values are entropy, gzip, zlib, bz2, lzma, both"):
         get_config("measure=gz")
     with pytest.raises(ValueError, match="key in graph, measure, size"):
         get_config("seeds=3")
+    with pytest.raises(ValueError, match="graph is given twice"):
+        get_config("graph=chain,graph=four_by_four")
+
+
+def test_calibrate_and_experiment1_configs_share_one_schema():
+    from gssm_jax.configs import calibrate, experiment1
+
+    standalone = calibrate.get_config("graph=chain").calibration
+    sweep = experiment1.get_config("graph=chain").calibration
+    assert set(standalone.keys()) == set(sweep.keys())
+    for field in standalone.keys():
+        assert type(standalone[field]) is type(sweep[field]) or None in (standalone[field], sweep[field]), field
 
 
 def test_model_results_are_read_in_bits(tmp_path):
-    from experiments.calibrate import read_model_results
+    from gssm_jax.analysis.calibration_report import read_model_results
 
     (tmp_path / "result.json").write_text('{"eval/loss_nats_per_token": 1.3862943611198906}')
     settings = {"reference": {}, "entropy/small_alpha_x": {}}
@@ -161,17 +175,23 @@ def test_model_results_are_read_in_bits(tmp_path):
 def test_calibrate_entry_point_writes_reports(tmp_path):
     import json
 
-    from configs.calibrate import get_config
-    from experiments.calibrate import run
+    from gssm_jax.configs.calibrate import get_config
+    from gssm_jax.experiment1.calibration import calibration_path, run_calibration
 
     config = get_config("graph=four_by_four")
-    config.seeds, config.batch_size, config.length, config.search.grid_points = 2, 8, 256, 4
-    result = run(config, str(tmp_path), log=lambda line: None)
-    assert set(result["pairs"]) == {"entropy", "gzip"}
-    assert json.loads((tmp_path / "calibration.json").read_text())["graph"] == "four_by_four"
+    calibration = config.calibration
+    calibration.seeds, calibration.batch_size, calibration.length, calibration.grid_points = (0, 1), 8, 256, 4
+    result = run_calibration(config, str(tmp_path), log=lambda line: None)
+    assert set(result["graphs"]["four_by_four"]["pairs"]) == {"entropy", "gzip"}
+    assert set(json.loads((tmp_path / "calibration.json").read_text())["graphs"]) == {"four_by_four"}
     markdown = (tmp_path / "calibration.md").read_text()
     assert "entropy/small_alpha_z" in markdown and "gzip/small_alpha_x" in markdown
     assert (tmp_path / "calibration.png").stat().st_size > 0
+    # The sweep's cache: a second run reads the records instead of searching again.
+    assert os.path.exists(calibration_path(str(tmp_path), "four_by_four", "entropy"))
+    again = run_calibration(config, str(tmp_path), log=lambda line: None)
+    pairs = result["graphs"]["four_by_four"]["pairs"]
+    assert again["graphs"]["four_by_four"]["pairs"] == json.loads(json.dumps(pairs))
 
 
 def test_search_stops_at_a_jump_and_says_not_converged():
@@ -215,16 +235,19 @@ def test_pair_uses_the_reference_on_the_small_alpha_x_curve():
 
 
 def test_eight_by_four_cpu_sizes_depend_on_the_measure():
-    from configs.calibrate import CPU_COMPRESSION_SIZES, CPU_SIZES, get_config
+    from gssm_jax.configs.calibrate import CPU_COMPRESSION_SIZES, CPU_SIZES, get_config
 
-    gzip = get_config("graph=eight_by_four,measure=gzip")
-    assert (gzip.seeds, gzip.batch_size, gzip.length) == CPU_COMPRESSION_SIZES["eight_by_four"]
+    def shape(calibration):
+        return len(calibration.seeds), calibration.batch_size, calibration.length
+
+    gzip = get_config("graph=eight_by_four,measure=gzip").calibration
+    assert shape(gzip) == CPU_COMPRESSION_SIZES["eight_by_four"]
     assert not gzip.compression_table  # it would compute the entropy of every setting at these sizes
     for arg in ("graph=eight_by_four,measure=entropy", "graph=eight_by_four"):
-        config = get_config(arg)
-        assert (config.seeds, config.batch_size, config.length) == CPU_SIZES["eight_by_four"]
-        assert config.compression_table
-    assert get_config("graph=four_by_four,measure=gzip").seeds == CPU_SIZES["four_by_four"][0]
+        calibration = get_config(arg).calibration
+        assert shape(calibration) == CPU_SIZES["eight_by_four"]
+        assert calibration.compression_table
+    assert len(get_config("graph=four_by_four,measure=gzip").calibration.seeds) == CPU_SIZES["four_by_four"][0]
 
 
 def test_log10_alpha_stderr_uses_the_bracketing_grid_cell():

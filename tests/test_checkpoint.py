@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_config
+from gssm_jax.configs.base import get_config
 from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.training import loop as train
 from gssm_jax.training import run_files as metrics

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from configs.base import get_config, parse_arg
+from gssm_jax.configs.base import get_config
+from gssm_jax.configs.common import parse_arg
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import data as data_config
 from gssm_jax import data
+from gssm_jax.configs import data as data_config
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.sampling.sampler import sample_tokens

@@ -6,8 +6,8 @@ import os
 import ml_collections
 import pytest
 
-from configs import base
-from configs.data_sweep import get_config
+from gssm_jax.configs import base
+from gssm_jax.configs.data_sweep import get_config
 from gssm_jax.experiment1 import data_sweep
 
 
@@ -17,7 +17,7 @@ def test_config_sizes_and_errors():
     assert config.data.source == "file"
     assert config.data_sweep.num_test >= config.eval.num_sequences
     assert len(get_config("size=paper").data_sweep.num_sequences) == 10
-    with pytest.raises(ValueError, match="valid sizes are cpu, paper"):
+    with pytest.raises(ValueError, match="valid values are cpu, paper, tiny"):
         get_config("size=huge")
 
 

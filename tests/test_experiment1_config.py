@@ -1,4 +1,4 @@
-"""configs/experiment1.py argument parsing and the experiments.experiment1 command line."""
+"""The experiment1 config's argument parsing and the gssm-experiment1 command line."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from configs import experiment1
+from gssm_jax.configs import experiment1
 from gssm_jax.model.families import FAMILIES
 from gssm_jax.model.graph import GraphSpec
 
@@ -19,7 +19,8 @@ def test_default_is_the_whole_cpu_experiment():
     assert sweep.graphs == ("four_by_four", "eight_by_four", "chain")
     assert sweep.sides == ("small_alpha_x", "small_alpha_z")
     assert len(sweep.seeds) == 3 and len(sweep.models) == 1
-    assert config.calibration.measure == "entropy" and config.calibration.seeds == sweep.seeds
+    assert config.calibration.measures == ("entropy",) and config.calibration.seeds == sweep.seeds
+    assert config.calibration.graphs == sweep.graphs
     # The training fields are the first run: four_by_four, small alpha_X at the family's reference alpha_Z.
     graph = GraphSpec.from_config(config.graph)
     assert graph.node("X").alpha == 1e-3 and graph.node("Z1").alpha == FAMILIES["four_by_four"].reference[1]
@@ -33,7 +34,8 @@ def test_paper_size_uses_the_seed_scales():
     assert sweep.lengths["four_by_four"] == 2048 and sweep.lengths["eight_by_four"] == 4096
     assert len(sweep.seeds) >= 5 and config.train.num_steps >= 1000
     assert max(model["width"] for model in sweep.models.values()) == 128
-    assert config.calibration.measure == "gzip" and config.calibration.tolerance == experiment1.TOLERANCE["gzip"]
+    assert config.calibration.measures == ("gzip",)
+    assert config.calibration.tolerance.gzip == experiment1.TOLERANCE["gzip"]
 
 
 def test_graph_and_side_restrict_the_sweep_and_set_the_single_run():
@@ -44,10 +46,10 @@ def test_graph_and_side_restrict_the_sweep_and_set_the_single_run():
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("graph=grid", "graph='grid': valid values are four_by_four, eight_by_four, chain"),
-    ("side=left", "side='left': valid values are small_alpha_x, small_alpha_z"),
+    ("graph=grid", "graph='grid': valid values are all, four_by_four, eight_by_four, chain"),
+    ("side=left", "side='left': valid values are both, small_alpha_x, small_alpha_z"),
     ("match=bz2", "match='bz2': valid values are entropy, gzip"),
-    ("size=huge", "size='huge': valid values are cpu, paper"),
+    ("size=huge", "size='huge': valid values are cpu, paper, tiny"),
     ("free_alpha=0", "free_alpha=0.0: must be a Dirichlet concentration > 0"),
     ("free_alpha=x", "free_alpha='x': expected a float"),
     ("seeds=4", "expected key=value with key in graph, side, match, size, free_alpha"),
@@ -67,7 +69,7 @@ def test_cli_bad_config_argument_is_one_line():
     assert completed.returncode == 1
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "config argument graph='grid': valid values are four_by_four, eight_by_four, chain" in lines[0]
+    assert "config argument graph='grid': valid values are all, four_by_four, eight_by_four, chain" in lines[0]
 
 
 def test_cli_report_only_rewrites_the_report(tmp_path):

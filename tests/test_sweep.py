@@ -10,8 +10,8 @@ import os
 import pytest
 
 import gssm_jax.experiment1 as exp1
-from configs import experiment1
-from gssm_jax.experiment1 import sweep
+from gssm_jax.configs import experiment1
+from gssm_jax.experiment1 import calibration, sweep
 from gssm_jax.model.graph import GraphSpec
 
 
@@ -31,7 +31,7 @@ class Fakes:
         self.calibrated: list[str] = []
         self.trained: list[str] = []
 
-    def compute_calibration(self, settings, log=print):
+    def compute_calibration(self, settings, log=print, measurer=None):
         self.calibrated.append(settings["graph"])
         small = settings["small"]
         return {"settings": settings, "target": 3.0, "target_stderr": 0.01, "unit": "bits/token",
@@ -58,7 +58,7 @@ class Fakes:
 @pytest.fixture
 def fakes(monkeypatch):
     fakes = Fakes()
-    monkeypatch.setattr(sweep, "compute_calibration", fakes.compute_calibration)
+    monkeypatch.setattr(calibration, "compute_calibration", fakes.compute_calibration)
     monkeypatch.setattr(sweep, "train_run", fakes.train_run)
     return fakes
 
@@ -112,7 +112,7 @@ def test_a_run_trained_with_other_alphas_is_an_error(tmp_path, fakes):
     workdir, config = str(tmp_path), small_config()
     sweep.run_experiment(config, workdir, log=lambda line: None)
     os.remove(os.path.join(workdir, "runs", "chain", "small_alpha_x", "seed0", "a", "result.json"))
-    config.calibration.tolerance = 0.001  # new calibration settings -> recalibrated with another free alpha
+    config.calibration.tolerance.entropy = 0.001  # new calibration settings -> recalibrated with another free alpha
     fakes.free_alpha = 0.3
     with pytest.raises(exp1.SweepError, match=r"runs/four_by_four/small_alpha_x/seed0/a was trained with other graph"):
         sweep.run_experiment(config, workdir, log=lambda line: None)
@@ -120,7 +120,7 @@ def test_a_run_trained_with_other_alphas_is_an_error(tmp_path, fakes):
 
 def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
     fakes = Fakes(fail="chain/small_alpha_z/seed0/a")
-    monkeypatch.setattr(sweep, "compute_calibration", fakes.compute_calibration)
+    monkeypatch.setattr(calibration, "compute_calibration", fakes.compute_calibration)
     monkeypatch.setattr(sweep, "train_run", fakes.train_run)
     lines = []
     outcomes = sweep.run_experiment(small_config(), str(tmp_path), log=lines.append)

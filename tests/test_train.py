@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_config
+from gssm_jax.configs.base import get_config
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.sampling import reference

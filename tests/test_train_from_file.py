@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_config
 from gssm_jax import data as datasets
+from gssm_jax.configs.base import get_config
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.training import loop as train

@@ -1,8 +1,10 @@
-"""Command-line plumbing shared by the `experiments/*.py` entry points.
+"""Command-line plumbing shared by the entry points (`gssm_jax/cli/*.py`, the `gssm-*` console scripts).
 
 `app.run(main, flags_parser=parse_flags)` turns every error a user can make on the command line
-(an unknown flag, a config field typo, a value of the wrong type, a bad `:arg` of the config file)
-into one line on stderr and exit status 1, instead of a traceback from inside absl.
+(an unknown flag, a config field typo, a value of the wrong type, a bad `:arg` of the config file,
+a config that is neither a file nor a shipped config) into one line on stderr and exit status 1,
+instead of a traceback from inside absl. `--config` takes a file path or the name of a shipped config
+(`gssm_jax.configs.resolve`), so every command works from any directory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Sequence
 
 from absl import flags
 from absl import logging as absl_logging
+
+from gssm_jax import configs
 
 
 def _one_line(error: BaseException) -> str:
@@ -31,13 +35,36 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
       the positional arguments left after the flags (absl's convention).
     """
     try:
-        return flags.FLAGS(list(argv))
+        return flags.FLAGS(resolve_config_flags(argv))
     except flags.Error as error:
         sys.exit(f"error: {_one_line(error)} (pass --helpfull to list the flags)")
     except (KeyError, AttributeError, TypeError, ValueError) as error:
         # config_flags raises these for a field typo (with a "Did you mean" hint), an override of the
         # wrong type, or an exception from get_config(arg) for a bad `:arg`.
         sys.exit(f"error: bad --config: {_one_line(error)}")
+
+
+def resolve_config_flags(argv: Sequence[str], name: str = "config") -> list[str]:
+    """`argv` with every `--config=SPEC` (or `--config SPEC`) resolved to a file (`gssm_jax.configs.resolve`).
+
+    Exits with one line when SPEC is neither a file nor the name of a shipped config.
+    """
+    resolved, argv = [], list(argv)
+    index = 0
+    while index < len(argv):
+        argument = argv[index]
+        try:
+            if argument.startswith(f"--{name}="):
+                argument = f"--{name}=" + configs.resolve(argument.split("=", 1)[1])
+            elif argument == f"--{name}" and index + 1 < len(argv):
+                resolved.append(argument)
+                index += 1
+                argument = configs.resolve(argv[index])
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+        resolved.append(argument)
+        index += 1
+    return resolved
 
 
 def resolve_workdir(config_workdir: str | None, workdir_flag: str | None) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-# The seed's n_data grid (sequences in the training set), in half-decades; `cpu` stays laptop-sized.
+# The seed's n_data grid (sequences in the training set), in half-decades; `cpu` stays laptop-sized,
+# `tiny` is a smoke run.
 DATA_SIZE_GRIDS = {
     "paper": (30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000),
     "cpu": (30, 100, 300, 1_000),
+    "tiny": (30, 100),
 }
-
 
 
 def data_size_grid(size: str) -> tuple[int, ...]:

@@ -18,9 +18,7 @@ from typing import Any
 from gssm_jax.difficulty.measurer import ALPHA_NAMES, Measurer
 from gssm_jax.difficulty.measures import MEASURES, check_measure
 from gssm_jax.difficulty.search import DEFAULT_BOUNDS, Calibration, Evaluation, find_alpha
-
-# The two sides of the experiment pair: (name, alpha held small, alpha calibrated).
-SIDES = (("small_alpha_x", "alpha_X", "alpha_Z"), ("small_alpha_z", "alpha_Z", "alpha_X"))
+from gssm_jax.experiment1.sides import SIDES, SMALL_ALPHA
 
 
 def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, target: float, measure: str,
@@ -68,7 +66,7 @@ class CalibratedPair:
                 "small_alpha_z": self.small_alpha_z.to_json()}
 
 
-def calibrate_pair(measurer: Measurer, *, measure: str, tolerance: float, small: float = 1e-3,
+def calibrate_pair(measurer: Measurer, *, measure: str, tolerance: float, small: float = SMALL_ALPHA,
                    target: float | None = None, reference: Mapping[str, float] | None = None,
                    bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6,
                    log: Callable[[str], None] | None = None) -> CalibratedPair:
@@ -93,15 +91,16 @@ def calibrate_pair(measurer: Measurer, *, measure: str, tolerance: float, small:
         if log:
             log(f"{measure}: target = difficulty of {dict(reference)} = {target:.4f} +- {target_stderr:.4f}")
     sides = {}
-    for side, fixed_name, free_name in SIDES:
+    for side in SIDES:
         if log:
-            log(f"{measure}: {fixed_name}={small:g}, searching {free_name}")
+            log(f"{measure}: {side.small}={small:g}, searching {side.free}")
         # The reference lies on this side's curve when its fixed alpha is `small` (the small_alpha_x side of every
         # family): under common random numbers its alpha is then an exact root, and it joins the monotonicity check.
-        on_curve = reference is not None and reference.get(fixed_name) == small
-        known = (Evaluation(reference[free_name], target, target_stderr),) if on_curve else ()
-        sides[side] = calibrate(measurer, fixed={fixed_name: small}, free=free_name, target=target, measure=measure,
-                                tolerance=tolerance, bounds=bounds, grid_points=grid_points, known=known, log=log)
+        on_curve = reference is not None and reference.get(side.small) == small
+        known = (Evaluation(reference[side.free], target, target_stderr),) if on_curve else ()
+        sides[side.name] = calibrate(measurer, fixed={side.small: small}, free=side.free, target=target,
+                                     measure=measure, tolerance=tolerance, bounds=bounds, grid_points=grid_points,
+                                     known=known, log=log)
     return CalibratedPair(measure=measure, target=target, target_stderr=target_stderr, **sides)
 
 

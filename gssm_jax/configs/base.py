@@ -1,10 +1,11 @@
 """Defaults of a training run on the fly: the seed's 4x4-state / 32-token graph, small alpha_X side.
 
-Commands (from the repository root):
+Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.train
+--config=configs/base.py:...` is the same command):
 
-  python -m experiments.train --config=configs/base.py --workdir=/tmp/run1
-  python -m experiments.train --config=configs/base.py:size=paper --workdir=runs/paper
-  python -m experiments.train --config=configs/base.py:alpha_x=0.05,alpha_z=0.001 \
+  gssm-train --config=base --workdir=runs/train
+  gssm-train --config=base:size=paper --workdir=runs/paper
+  gssm-train --config=base:alpha_x=0.05,alpha_z=0.001 \
       --config.train.num_steps=2000 --config.model.width=128 --workdir=runs/small_alpha_z
 
 The optional argument after `:` is a comma-separated list of `key=value`:
@@ -19,35 +20,16 @@ from __future__ import annotations
 
 import ml_collections
 
+from gssm_jax.configs.common import parse_arg
 from gssm_jax.model.graph import experiment1_graph_config
 
 SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}
 
 
-def parse_arg(arg: str | None, defaults: dict) -> dict:
-    """Parses `key=value,key=value` into a dict typed like `defaults`; ValueError names a bad key/value."""
-    options = dict(defaults)
-    if not arg:
-        return options
-    for item in arg.split(","):
-        key, separator, value = item.partition("=")
-        key = key.strip()
-        if not separator or key not in defaults:
-            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(defaults)}")
-        kind = type(defaults[key])
-        try:
-            options[key] = kind(value.strip())
-        except ValueError:
-            raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from None
-    return options
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The run's configuration; `arg` as described in the module docstring."""
-    options = parse_arg(arg, ARG_DEFAULTS)
-    if options["size"] not in SIZES:
-        raise ValueError(f"config argument size={options['size']!r}: valid sizes are {', '.join(SIZES)}")
+    options = parse_arg(arg, ARG_DEFAULTS, {"size": SIZES})
     for name in ("alpha_x", "alpha_z"):
         if not options[name] > 0:
             raise ValueError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")
@@ -70,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Seed of the training stream; step s trains on sequences sampled from fold_in(key(data_seed), s)
     # (source "onfly"), or on the rows of step s of the per-epoch shuffle seeded by data_seed (source "file").
     config.data.data_seed = 1
-    # "onfly": fresh sequences every step; "file": a dataset written by python -m experiments.generate_data.
+    # "onfly": fresh sequences every step; "file": a dataset written by gssm-generate-data.
     config.data.source = "onfly"
     # Dataset directory (source "file"); its graph, kernel seed (config.seed) and length must match this config.
     config.data.path = ml_collections.config_dict.placeholder(str)

@@ -1,22 +1,23 @@
 """Experiment 1: does a transformer prefer easy-to-infer (small alpha_X) or easy-to-predict (small alpha_Z) latents?
 
-Commands (from the repository root):
+Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.experiment1
+--config=configs/experiment1.py:...` is the same command):
 
   # The whole experiment on a 2-core CPU (about 5-6 minutes): calibrate, train 3 graphs x 2 sides x 3 seeds,
   # write runs/experiment1/report.md. Rerunning skips finished runs and resumes interrupted ones.
-  python -m experiments.experiment1 --config=configs/experiment1.py:size=cpu --workdir=runs/experiment1
+  gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1
 
   # The seed's scales on GPUs/TPUs (T=2048/4096, two model sizes, 5 seeds), matched by gzip instead of entropy:
-  python -m experiments.experiment1 --config=configs/experiment1.py:size=paper,match=gzip --workdir=runs/exp1_gzip
+  gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip
 
   # The same on Slurm, one array job (one GPU node per run); rerun the command to resume:
-  python -m experiments.experiment1 --config=configs/experiment1.py:size=paper --workdir=/shared/exp1 \
+  gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 \
       --launcher=slurm --slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8
 
   # One graph only, or one run of the sweep trained by hand (free alpha from the calibration cache):
-  python -m experiments.experiment1 --config=configs/experiment1.py:graph=chain --workdir=runs/exp1_chain
-  python -m experiments.calibrate --config=configs/experiment1.py:graph=four_by_four --workdir=runs/calib
-  python -m experiments.train --config=configs/experiment1.py:graph=chain,side=small_alpha_z,free_alpha=0.05 \
+  gssm-experiment1 --config=experiment1:graph=chain --workdir=runs/exp1_chain
+  gssm-calibrate --config=experiment1:graph=four_by_four --workdir=runs/calib
+  gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05 \
       --workdir=runs/chain_small_alpha_z
 
 The optional argument after `:` is a comma-separated list of `key=value`:
@@ -24,11 +25,12 @@ The optional argument after `:` is a comma-separated list of `key=value`:
               four_by_four, eight_by_four, chain (`gssm_jax.model.families`);
   side        both (default), small_alpha_x or small_alpha_z;
   match       entropy (default: exact entropy rate, bits/token) or gzip (the seed's bytes/token);
-  size        cpu (default) or paper;
+  size        cpu (default), paper, or tiny (2 seeds, a tiny model, 20 steps, coarse calibration: a smoke run);
   free_alpha  the calibrated alpha of the side's other node, for a single training run (float > 0; default:
               the family's reference alpha_Z, an uncalibrated placeholder the sweep replaces).
 `graph` and `side` restrict the sweep (`config.experiment1`); the training fields (`config.graph`, `data`,
-`model`, ...) describe the first run of the sweep, so `experiments.train` can train it directly.
+`model`, ...) describe the first run of the sweep, so `gssm-train` can train it directly; `config.calibration`
+is the schema `gssm-calibrate` reads too.
 """
 
 from __future__ import annotations
@@ -37,21 +39,22 @@ import math
 
 import ml_collections
 
-from configs import base
+from gssm_jax.configs import base
+from gssm_jax.configs.common import calibration_config, parse_arg
+from gssm_jax.experiment1.sides import SIDE_NAMES, SMALL_ALPHA, get_side
 from gssm_jax.model.families import FAMILIES
 
-SIZES = ("cpu", "paper")
+SIZES = ("cpu", "paper", "tiny")
 # graph=all covers every family at both sizes. Each graph is calibrated at the sweep's own seeds and length (the
 # paired design; the README's eight_by_four pairs at T=4096 are not reused): `graph=eight_by_four,size=cpu` alone
 # takes 2 min 38 s on 2 quiet CPU cores, the whole size=cpu sweep ~5.5 min.
-SIDES = ("small_alpha_x", "small_alpha_z")
 MATCHES = ("entropy", "gzip")
 ARG_DEFAULTS = {"graph": "all", "side": "both", "match": "entropy", "size": "cpu", "free_alpha": float("nan")}
-# Dirichlet concentration of the "small" alpha of each side (the seed's value).
-SMALL_ALPHA = 1e-3
+ARG_CHOICES = {"graph": ("all", *FAMILIES), "side": ("both", *SIDE_NAMES), "match": MATCHES, "size": SIZES}
 # Calibration stopping tolerance |difficulty - target|, in the measure's unit (bits/token for entropy,
 # bytes/token for gzip): about a tenth of the spread the seed saw across graph seeds.
 TOLERANCE = {"entropy": 0.01, "gzip": 0.003}
+TINY_TOLERANCE = {"entropy": 0.1, "gzip": 0.05}
 # Evaluations per training run (train.eval_every = ceil(num_steps / EVALS_PER_RUN)).
 EVALS_PER_RUN = 20
 
@@ -59,37 +62,22 @@ EVALS_PER_RUN = 20
 MODELS = {
     "cpu": {"tiny": {"width": 32, "depth": 2, "heads": 2}},
     "paper": {"small": {"width": 64, "depth": 2, "heads": 4}, "base": {"width": 128, "depth": 4, "heads": 8}},
+    "tiny": {"tiny": {"width": 16, "depth": 1, "heads": 2}},
 }
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ValueError(f"config argument {name}={value!r}: valid values are {', '.join(valid)}")
-    return value
-
-
-def side_alphas(family_name: str, side: str, free_alpha: float) -> dict[str, float]:
-    """`{"alpha_X", "alpha_Z"}` of a side: its small alpha fixed at `SMALL_ALPHA`, the other `free_alpha`."""
-    _choice("graph", family_name, tuple(FAMILIES))
-    _choice("side", side, SIDES)
-    small_name, free_name = ("alpha_X", "alpha_Z") if side == "small_alpha_x" else ("alpha_Z", "alpha_X")
-    return {small_name: SMALL_ALPHA, free_name: float(free_alpha)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The Experiment 1 configuration; `arg` as described in the module docstring."""
-    options = base.parse_arg(arg, ARG_DEFAULTS)
-    graphs = tuple(FAMILIES) if options["graph"] == "all" else (_choice("graph", options["graph"], tuple(FAMILIES)),)
-    sides = SIDES if options["side"] == "both" else (_choice("side", options["side"], SIDES),)
-    match = _choice("match", options["match"], MATCHES)
-    size = _choice("size", options["size"], SIZES)
-    free_alpha = options["free_alpha"]
+    options = parse_arg(arg, ARG_DEFAULTS, ARG_CHOICES)
+    graphs = tuple(FAMILIES) if options["graph"] == "all" else (options["graph"],)
+    sides = SIDE_NAMES if options["side"] == "both" else (options["side"],)
+    match, size, free_alpha = options["match"], options["size"], options["free_alpha"]
     if not (math.isnan(free_alpha) or 0 < free_alpha < math.inf):
         raise ValueError(f"config argument free_alpha={free_alpha}: must be a Dirichlet concentration > 0")
-    paper = size == "paper"
+    paper, tiny = size == "paper", size == "tiny"
 
     # Training fields (graph, seed, data, model, optimizer, train, eval, ...) from the base config.
-    config = base.get_config(f"size={size}")
+    config = base.get_config(f"size={'cpu' if tiny else size}")
     config.data.batch_size = 64 if paper else 32
     config.train.num_steps = 2000 if paper else 300
     config.train.log_every = 100 if paper else 25
@@ -100,19 +88,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500 if paper else 75
     config.optimizer.warmup_steps = 200 if paper else 15
     config.eval.num_sequences = 256 if paper else 64
+    if tiny:
+        config.data.batch_size, config.eval.num_sequences = 8, 8
+        config.train.num_steps, config.train.log_every = 20, 10
+        config.train.checkpoint_every, config.optimizer.warmup_steps = 10, 2
 
     config.experiment1 = ml_collections.ConfigDict()
     # Graph families compared (names in gssm_jax.model.families.FAMILIES).
     config.experiment1.graphs = graphs
-    # Sides of the pair: small_alpha_x (alpha_X = small, alpha_Z calibrated) and/or small_alpha_z.
+    # Sides of the pair (gssm_jax.experiment1.sides): small_alpha_x (alpha_X = small, alpha_Z calibrated)
+    # and/or small_alpha_z.
     config.experiment1.sides = sides
-    # Graph seeds per cell: seed k draws the kernels from jax.random.key(k) (also used by calibration), and
+    # Graph seeds per cell: seed k draws the kernels from keys.kernel_key(k) (also used by calibration), and
     # the same k on both sides shares data and initialisation seeds (a paired design).
-    config.experiment1.seeds = tuple(range(5)) if paper else (0, 1, 2)
+    config.experiment1.seeds = tuple(range(5)) if paper else (0, 1) if tiny else (0, 1, 2)
     # Model sizes: name -> {width, depth, heads}; every other model field comes from config.model.
     config.experiment1.models = MODELS[size]
     # Tokens per sequence for each graph (training, evaluation and calibration): the seed's T at paper size.
-    config.experiment1.lengths = {name: (FAMILIES[name].length if paper else 64) for name in FAMILIES}
+    config.experiment1.lengths = {name: (FAMILIES[name].length if paper else 32 if tiny else 64)
+                                  for name in FAMILIES}
 
     # The report (gssm_jax.analysis.report; the notebook reads the same fields). Losses in nats/token.
     config.report = ml_collections.ConfigDict()
@@ -132,26 +126,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # half its runs are still falling); otherwise the graph is "not learned at this budget", not tested.
     config.report.max_excess_fraction = 0.2
 
-    config.calibration = ml_collections.ConfigDict()
-    # Difficulty matched between the sides: "entropy" (exact entropy rate, bits/token) or "gzip" (bytes/token).
-    config.calibration.measure = match
-    # The small alpha of each side (the other alpha is calibrated to the family's reference difficulty).
-    config.calibration.small = SMALL_ALPHA
-    # Graph seeds averaged by the difficulty (common random numbers across trials): the sweep's seeds.
-    config.calibration.seeds = config.experiment1.seeds
-    # Sequences per seed and tokens per sequence of the measured batch (the seed measured gzip on (1024, T)).
-    config.calibration.batch_size = 256 if paper else 32
-    config.calibration.length = 0  # 0: the graph's experiment1.lengths entry
-    # Stop when |difficulty - target| <= tolerance, in the measure's unit.
-    config.calibration.tolerance = TOLERANCE[match]
-    # Points of the initial log-spaced grid over [bounds_low, bounds_high] for the free alpha.
-    config.calibration.grid_points = 5
-    config.calibration.bounds_low = 1e-4
-    config.calibration.bounds_high = 10.0
+    # The calibration of every graph (the schema gssm-calibrate reads too). Its graphs and seeds are the sweep's
+    # (references: overriding config.experiment1.graphs or .seeds changes them too); the measured batch is
+    # (batch_size, the graph's experiment1.lengths entry) per seed (the seed measured gzip on (1024, T)).
+    config.calibration = calibration_config(
+        measures=(match,), seeds=(), batch_size=256 if paper else 4 if tiny else 32, length=0,
+        tolerance=TINY_TOLERANCE if tiny else TOLERANCE, grid_points=3 if tiny else 5, small=SMALL_ALPHA)
+    config.calibration.graphs = config.experiment1.get_ref("graphs")
+    config.calibration.seeds = config.experiment1.get_ref("seeds")
 
     # The training fields describe the first run of the sweep.
     family = FAMILIES[graphs[0]]
-    alphas = side_alphas(family.name, sides[0], family.reference[1] if math.isnan(free_alpha) else free_alpha)
+    alphas = get_side(sides[0]).alphas(family.reference[1] if math.isnan(free_alpha) else free_alpha)
     config.graph = family.config(alphas["alpha_X"], alphas["alpha_Z"])
     config.data.length = config.experiment1.lengths[family.name]
     config.seed = config.experiment1.seeds[0]

@@ -1,1 +1,0 @@
-"""Experiment configurations: one file per experiment, each with `get_config(arg)`."""

@@ -1,0 +1,48 @@
+"""Calibrates the Experiment 1 pair of each graph in `config.calibration` on each measure; writes the report.
+
+  gssm-calibrate --config=calibrate:graph=four_by_four --workdir=runs/calibrate
+  gssm-calibrate --config=experiment1:graph=four_by_four --workdir=runs/calib
+
+For each graph and measure: the target is the difficulty of the reference setting (or
+config.calibration.target); the small alpha_X side gets alpha_Z calibrated and the small alpha_Z side
+gets alpha_X calibrated, by the pipeline the Experiment 1 sweep runs (`gssm_jax.experiment1.calibration`:
+the same records, cached in `<workdir>/calibration/<graph>.<measure>.json`, so a sweep in the same
+workdir reuses them). Then, if config.calibration.compression_table, a table compares at every setting
+the entropy rate with zlib, bz2 and lzma (and a trained model's cross-entropy when
+config.calibration.model_results names its result.json). Outputs in the workdir: calibration.json,
+calibration.md, calibration.png.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gssm_jax.cli import common as cli
+from gssm_jax.experiment1.calibration import run_calibration
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
+                                          "optional :arg, e.g. calibrate:graph=chain.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (overrides config.workdir).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    workdir = cli.resolve_workdir(config.get("workdir"), _WORKDIR.value)
+    logging.info("The config:\n%s", config)
+    try:
+        run_calibration(config, workdir, log=logging.info)
+    except ValueError as error:  # unreachable target, bad measure or model_results: one line
+        raise SystemExit(f"error: {' '.join(str(error).split())}") from None
+
+
+def run() -> None:
+    """The console script (`gssm-calibrate`): parses the flags, then runs `main`."""
+    app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()
