@@ -7,7 +7,7 @@ Rows:
   with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.model.kernels.sample_log_gamma`.
   On eight_by_four X's kernel alone is 65536 x 64 gamma variates and dominates every trial that
   changes alpha_X;
-* one trial = one setting measured on every seed's batch (configs/calibrate.py size): the reference is
+* one trial = one setting measured on every seed's batch (the `calibrate` config's size): the reference is
   the seed's code path (numpy sampler `gssm_jax.sampling.reference`, then zlib-9 of each batch one after the
   other); ours samples with the JAX sampler and compresses the seeds' batches on a thread pool;
 * compression alone: zlib-9 of the seeds' batches, sequential vs `parallel_map` (zlib releases the GIL);
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from gssm_jax import difficulty
+from gssm_jax import difficulty, keys
 from gssm_jax.configs.calibrate import get_config
 from gssm_jax.difficulty import calibrate_pair
 from gssm_jax.model import kernels
@@ -34,7 +34,7 @@ from gssm_jax.model.graph import GraphSpec
 from gssm_jax.sampling import reference
 
 _GRAPH = flags.DEFINE_string("graph", "four_by_four", "Graph family.")
-_SIZE = flags.DEFINE_string("size", "cpu", "configs/calibrate.py size: cpu or paper.")
+_SIZE = flags.DEFINE_string("size", "cpu", "The calibrate config's size: cpu, paper or tiny.")
 _PAIRS = flags.DEFINE_bool("pairs", True, "Also time whole pair calibrations (long on eight_by_four).")
 PAIR_BUDGET_S = 300.0
 
@@ -47,12 +47,12 @@ def _timed(function):
 
 def main(argv):
     del argv
-    config = get_config(f"graph={_GRAPH.value},size={_SIZE.value}")
-    family = get_family(config.graph)
-    seeds, batch_size, length = range(config.seeds), config.batch_size, config.length
+    config = get_config(f"graph={_GRAPH.value},size={_SIZE.value}").calibration
+    family = get_family(config.graphs[0])
+    seeds, batch_size, length = config.seeds, config.batch_size, config.length
     alphas = family.reference_alphas
     graph = GraphSpec.from_config(family.config(*family.reference))
-    print(f"{family.name}: {config.seeds} seeds x {batch_size} x {length} tokens per trial")
+    print(f"{family.name}: {len(seeds)} seeds x {batch_size} x {length} tokens per trial")
 
     def reference_trial():
         batches = [reference.seed_batch(graph, seed, batch_size, length) for seed in seeds]
@@ -65,7 +65,7 @@ def main(argv):
     def draw_kernels(dirichlet, kernel_seeds):
         for seed in kernel_seeds:
             for index, node in enumerate(graph.nodes):
-                key = jax.random.fold_in(jax.random.key(seed), index)
+                key = keys.node_kernel_key(keys.kernel_key(seed), index)
                 dirichlet(key, node.alpha, graph.kernel_shape(node.name)).block_until_ready()
 
     def jax_loggamma_dirichlet(key, alpha, shape):
@@ -94,7 +94,7 @@ def main(argv):
     for measure in ("entropy", "gzip") if _PAIRS.value else ():
         measurer = difficulty.Measurer(family, seeds=seeds, batch_size=batch_size, length=length)
         seconds, pair = _timed(lambda m=measure, mm=measurer: calibrate_pair(
-            mm, measure=m, tolerance=config.search.tolerance[m], grid_points=config.search.grid_points))
+            mm, measure=m, tolerance=config.tolerance[m], grid_points=config.grid_points))
         trials = len({e.alpha for e in pair.small_alpha_x.evaluations}) + len(
             {e.alpha for e in pair.small_alpha_z.evaluations})
         rows.append((f"whole pair, {measure} ({trials} trials)", seconds, PAIR_BUDGET_S))

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from configs.base import get_config
+from gssm_jax.configs.base import get_config
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import registry
 from gssm_jax.training import mesh as parallel

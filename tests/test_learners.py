@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.base import get_config
+from gssm_jax.configs.base import get_config
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import recurrence, registry, transformer
 from gssm_jax.training.step import model_config

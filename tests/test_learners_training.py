@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_config
+from gssm_jax.configs.base import get_config
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import registry
 from gssm_jax.sampling import reference

@@ -96,14 +96,23 @@ def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, 
     return a, b
 
 
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean, std(ddof=1) / sqrt(n); the error is nan for fewer than 2 values.
+
+    The library's one such helper (difficulty over graph seeds, excess loss over held-out sequences, the
+    report's intervals).
+    """
+    array = _as_array(values, "values")
+    stderr = float(array.std(ddof=1) / math.sqrt(array.size)) if array.size > 1 else math.nan
+    return float(array.mean()), stderr
+
+
 def confidence_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Mean of `values` with the Student-t interval mean +- t_{(1+level)/2, n-1} * std(ddof=1) / sqrt(n)."""
-    array = _as_array(values, "values")
-    count = array.size
-    mean = float(array.mean())
+    count = _as_array(values, "values").size
+    mean, stderr = mean_and_stderr(values)
     if count < 2:
         return Interval(mean, math.nan, math.nan, math.nan, count, level)
-    stderr = float(array.std(ddof=1) / math.sqrt(count))
     half_width = float(scipy_stats.t.ppf(0.5 + level / 2, count - 1)) * stderr
     return Interval(mean, mean - half_width, mean + half_width, stderr, count, level)
 

@@ -149,5 +149,5 @@ def check_compatible(dataset: Dataset, graph_config: Any, length: int, *, seed: 
     if seed is not None:
         asked["seed"] = seed
     check_same(dataset.meta, asked, f"dataset {dataset.directory} was generated",
-                fix="point config.data.path at a dataset generated for this run (python -m experiments.generate_data)")
+                fix="point config.data.path at a dataset generated for this run (gssm-generate-data)")
 

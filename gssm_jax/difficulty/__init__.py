@@ -5,6 +5,7 @@ numbers), `search` (the root finder), `pipeline` (both sides of the pair). The e
 re-exported here.
 """
 
+from gssm_jax.analysis.statistics import mean_and_stderr
 from gssm_jax.difficulty.measurer import (
     ALPHA_NAMES,
     Difficulty,
@@ -14,7 +15,6 @@ from gssm_jax.difficulty.measurer import (
     difficulty,
     entropy_bits_per_token,
     graph_at,
-    mean_and_stderr,
     sample_seed_batch,
     with_alphas,
 )

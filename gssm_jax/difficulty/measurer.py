@@ -10,13 +10,13 @@ give the same keys at every setting (common random numbers), which is what the c
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gssm_jax import keys
+from gssm_jax.analysis.statistics import mean_and_stderr
 from gssm_jax.difficulty.measures import (
     NATS_PER_BIT,
     check_measure,
@@ -109,14 +109,6 @@ class Difficulty:
     mean: float
     stderr: float
     per_seed: tuple[float, ...]
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (ddof=1); the error is nan for fewer than 2 values."""
-    values = np.asarray(values, np.float64)
-    stderr = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
-    return float(values.mean()), stderr
-
 
 
 class Measurer:

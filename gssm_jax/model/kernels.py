@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gssm_jax import keys
 from gssm_jax.model.graph import GraphSpec
 
 PRODUCT_CLIP = 1e-10
@@ -185,7 +186,7 @@ def sample_node_kernel(key: jax.Array, graph: GraphSpec, name: str, dtype=jnp.fl
 
 
 def sample_kernels(key: jax.Array, graph: GraphSpec, dtype=jnp.float32) -> Kernels:
-    """Draws the kernels of every node; node i (config order) uses `fold_in(key, i)`.
+    """Draws the kernels of every node; node i (config order) uses `keys.node_kernel_key(key, i)`.
 
     Args:
       key: a `jax.random.key`.
@@ -197,7 +198,7 @@ def sample_kernels(key: jax.Array, graph: GraphSpec, dtype=jnp.float32) -> Kerne
       sequence).
     """
     return {
-        node.name: sample_node_kernel(jax.random.fold_in(key, index), graph, node.name, dtype)
+        node.name: sample_node_kernel(keys.node_kernel_key(key, index), graph, node.name, dtype)
         for index, node in enumerate(graph.nodes)
     }
 

@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from gssm_jax import files, keys
+from gssm_jax.analysis.statistics import mean_and_stderr
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import Kernels
@@ -90,13 +91,11 @@ def summarize(model_losses: np.ndarray, optimal_losses: np.ndarray) -> tuple[dic
     """
     model_losses = np.asarray(model_losses, np.float64)
     optimal_losses = np.asarray(optimal_losses, np.float64)
-    excess_per_sequence = (model_losses - optimal_losses).mean(axis=1)
-    num_sequences = excess_per_sequence.shape[0]
-    standard_error = excess_per_sequence.std(ddof=1) / np.sqrt(num_sequences) if num_sequences > 1 else float("nan")
+    excess, standard_error = mean_and_stderr((model_losses - optimal_losses).mean(axis=1))
     summary = {
         "eval/loss_nats_per_token": float(model_losses.mean()),
         "eval/entropy_nats_per_token": float(optimal_losses.mean()),
-        "eval/excess_loss_nats_per_token": float(excess_per_sequence.mean()),
-        "eval/excess_loss_standard_error": float(standard_error),
+        "eval/excess_loss_nats_per_token": excess,
+        "eval/excess_loss_standard_error": standard_error,
     }
     return summary, model_losses.mean(axis=0).astype(np.float32)

@@ -76,7 +76,7 @@ def _validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
         raise ConfigError(f"config.data.source={config.data.source!r}; valid sources are {', '.join(SOURCES)}")
     if config.data.source == "file" and not config.data.path:
         raise ConfigError("config.data.source='file' needs config.data.path=DIR, a dataset written by "
-                          "python -m experiments.generate_data")
+                          "gssm-generate-data")
     return graph, shape
 
 

@@ -1,0 +1,209 @@
+"""Every command the documentation shows is run, in a cheap form, from a directory outside the checkout.
+
+Commands are extracted from the README (``bash`` blocks and inline `gssm-...`, `python -m ...`, `make ...`)
+and from the docstrings of every shipped config (`gssm_jax/configs/*.py`) and entry point
+(`gssm_jax/cli/*.py`). `CHEAP` maps each documented command to the command that is run instead: the same
+entry point, config and flags at `size=tiny` (or with overrides that make it take seconds), or a reason
+why it is not run here. A documented command without an entry fails the test, and so does an entry whose
+command is no longer documented. The `gssm-*` console scripts are run as `python -m <module>` of their
+entry point in setup.cfg, so the test needs no installed scripts, only the checkout on PYTHONPATH.
+"""
+
+import ast
+import configparser
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND = re.compile(r"^(gssm-[a-z0-9-]+|python -m |make )")
+
+# The recurring overrides that make a training run take seconds.
+TINY_TRAIN = ("--config.train.num_steps=4 --config.train.log_every=2 --config.train.eval_every=4 "
+              "--config.train.checkpoint_every=4 --config.optimizer.warmup_steps=1 --config.data.batch_size=8 "
+              "--config.eval.num_sequences=8 --config.model.width=16 --config.model.depth=1 --config.model.heads=2")
+
+
+def skip(reason: str) -> str:
+    return f"SKIP: {reason}"
+
+
+# Documented command (whitespace normalised) -> the cheap command run here, in this order, in one scratch
+# directory (later commands may read what earlier ones wrote), or `skip(reason)`.
+CHEAP = {
+    # README: the two commands and the other make targets.
+    "make run": skip("= gssm-experiment1 --config=experiment1:size=cpu, run below at size=tiny"),
+    "make test": skip("the test suite itself"),
+    "make test-slow": skip("the slow tests, run by `make test-slow`"),
+    "make benchmarks": skip("each benchmark is run below in its quick form"),
+    # Training.
+    "gssm-train --config=base --workdir=runs/train": "gssm-train --config=base:size=tiny --workdir=runs/train",
+    "gssm-train --config=base": "gssm-train --config=base:size=tiny --workdir=runs/train",
+    "python -m experiments.train --config=configs/base.py":
+        "python -m experiments.train --config=configs/base.py:size=tiny --workdir=runs/train_checkout",
+    "gssm-train --config=base:size=paper --workdir=runs/paper":
+        "gssm-train --config=base:size=tiny --workdir=runs/train",
+    "gssm-train --config=base:alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=2000 --config.model.width=128 "
+    "--workdir=runs/small_alpha_z":
+        "gssm-train --config=base:size=tiny,alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=20 "
+        "--config.model.width=16 --workdir=runs/small_alpha_z",
+    "gssm-train --config=base --config.train.num_steps=200 --workdir=runs/train_200":
+        "gssm-train --config=base:size=tiny --config.train.num_steps=10 --workdir=runs/train_200",
+    # Finite data (gssm-train from file reads the dataset generated first).
+    "gssm-generate-data --config=data --workdir=data/four_by_four_cpu":
+        "gssm-generate-data --config=data:size=tiny --config.length=128 --workdir=data/four_by_four_cpu",
+    "gssm-generate-data --config=data:size=paper --workdir=data/four_by_four":
+        "gssm-generate-data --config=data:size=tiny --workdir=data/four_by_four",
+    "gssm-generate-data --config=data:family=chain,alpha_x=0.05,alpha_z=0.001 --config.num_train=10000 "
+    "--workdir=data/chain_small_alpha_z":
+        "gssm-generate-data --config=data:size=tiny,family=chain,alpha_x=0.05,alpha_z=0.001 --config.num_train=40 "
+        "--workdir=data/chain_small_alpha_z",
+    "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
+    "--config.data.num_sequences=300 --workdir=runs/n300":
+        "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
+        f"--config.data.num_sequences=30 {TINY_TRAIN} --workdir=runs/n300",
+    "gssm-data-sweep --config=data_sweep --workdir=runs/data_sweep":
+        "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep",
+    "gssm-data-sweep --config=data_sweep:size=paper --workdir=runs/data_sweep_paper":
+        "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep",
+    # Calibration (model_results reads the training run above).
+    "gssm-calibrate --config=calibrate:graph=four_by_four --workdir=runs/calibrate":
+        "gssm-calibrate --config=calibrate:graph=four_by_four,size=tiny --workdir=runs/calibrate",
+    "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=entropy --workdir=runs/cal8_entropy":
+        "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=entropy,size=tiny --workdir=runs/cal8_entropy",
+    "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=gzip --workdir=runs/cal8_gzip":
+        "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=gzip,size=tiny --workdir=runs/cal8_gzip",
+    "gssm-calibrate --config=calibrate:graph=four_by_four,size=paper "
+    "--config.calibration.model_results=reference=runs/ref/result.json --workdir=runs/cal_4x4":
+        "gssm-calibrate --config=calibrate:graph=four_by_four,size=tiny "
+        "--config.calibration.model_results=reference=runs/train/result.json --workdir=runs/calibrate",
+    "gssm-calibrate --config=experiment1:graph=four_by_four --workdir=runs/calib":
+        "gssm-calibrate --config=experiment1:graph=four_by_four,size=tiny --workdir=runs/experiment1",
+    "gssm-calibrate --config=experiment1:graph=four_by_four --workdir=runs/experiment1":
+        "gssm-calibrate --config=experiment1:graph=four_by_four,size=tiny --workdir=runs/experiment1",
+    # Experiment 1 (reuses the calibration cached just above in runs/experiment1).
+    "gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1":
+        "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
+    "gssm-experiment1 --config=experiment1:size=paper --workdir=runs/exp1_paper":
+        "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
+    "gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip":
+        "gssm-experiment1 --config=experiment1:size=tiny,match=gzip,graph=chain,side=small_alpha_x "
+        "--workdir=runs/exp1_gzip",
+    "gssm-experiment1 --config=experiment1:graph=chain --workdir=runs/exp1_chain":
+        "gssm-experiment1 --config=experiment1:size=tiny,graph=chain --workdir=runs/exp1_chain",
+    "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
+    "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8":
+        skip("needs a Slurm cluster; the submitit path is tested in tests/test_sweep.py"),
+    "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
+    "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8 --slurm_max_parallel=32":
+        skip("needs a Slurm cluster; the submitit path is tested in tests/test_sweep.py"),
+    "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05 "
+    "--workdir=runs/chain_small_alpha_z":
+        f"gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny {TINY_TRAIN} "
+        "--workdir=runs/chain_small_alpha_z",
+    # The seed's difficulty table.
+    "gssm-difficulty --workdir=runs/difficulty":
+        "gssm-difficulty --graphs=four_by_four --seeds=2 --batch_size=4 --entropy_sequences=1 --skip_reference "
+        "--workdir=runs/difficulty",
+    "gssm-difficulty --graphs=four_by_four --seeds=3 --workdir=runs/difficulty_4x4":
+        "gssm-difficulty --graphs=four_by_four --seeds=2 --batch_size=4 --entropy_sequences=1 --skip_reference "
+        "--workdir=runs/difficulty",
+    # Benchmarks (from a checkout).
+    "python -m benchmarks.sampler": "python -m benchmarks.sampler --quick --batches 8",
+    "python -m benchmarks.forward": skip("minutes even with --quick (the 8x4 reference pass); run by make benchmarks"),
+}
+
+
+def _join_continuations(lines: list[str]) -> list[str]:
+    joined, current = [], ""
+    for line in lines:
+        current += line.rstrip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        joined.append(current)
+        current = ""
+    return joined
+
+
+def _normalise(command: str) -> str:
+    command = command.split("  #", 1)[0]  # a trailing comment
+    return " ".join(command.split())
+
+
+def _commands_in(lines: list[str]) -> list[str]:
+    return [_normalise(line) for line in _join_continuations([line.strip() for line in lines])
+            if COMMAND.match(line.strip())]
+
+
+def documented_commands() -> dict[str, str]:
+    """{command: where it is documented} from the README and the configs' and entry points' docstrings."""
+    found = {}
+    with open(os.path.join(REPO, "README.md")) as file:
+        readme = file.read()
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        found.update(dict.fromkeys(_commands_in(block.splitlines()), "README.md"))
+    for inline in re.findall(r"`([^`\n]+)`", readme):
+        if COMMAND.match(inline) and " " in inline:  # a bare `gssm-train` in prose names the command
+            found.setdefault(_normalise(inline), "README.md")
+    for folder in ("configs", "cli"):
+        directory = os.path.join(REPO, "gssm_jax", folder)
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".py"):
+                with open(os.path.join(directory, name)) as file:
+                    docstring = ast.get_docstring(ast.parse(file.read())) or ""
+                for command in _commands_in(docstring.splitlines()):
+                    found.setdefault(command, f"gssm_jax/{folder}/{name}")
+    return found
+
+
+def _entry_points() -> dict[str, str]:
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(REPO, "setup.cfg"))
+    lines = parser["options.entry_points"]["console_scripts"].strip().splitlines()
+    return {name.strip(): target.strip().split(":")[0] for name, target in (line.split("=") for line in lines)}
+
+
+def test_every_documented_command_has_a_cheap_form():
+    documented = documented_commands()
+    missing = {command: where for command, where in documented.items() if command not in CHEAP}
+    assert not missing, f"documented commands without an entry in tests/test_docs.py CHEAP: {missing}"
+    stale = [command for command in CHEAP if command not in documented]
+    assert not stale, f"entries of CHEAP no longer documented anywhere: {stale}"
+
+
+def test_every_console_script_exists_and_is_documented():
+    scripts = _entry_points()
+    assert set(scripts) == {"gssm-train", "gssm-experiment1", "gssm-calibrate", "gssm-generate-data",
+                            "gssm-data-sweep", "gssm-difficulty"}
+    documented = " ".join(documented_commands())
+    for script, module in scripts.items():
+        assert os.path.exists(os.path.join(REPO, *module.split(".")) + ".py"), module
+        assert script in documented, f"{script} appears in no documented command"
+
+
+def _argv(command: str, scripts: dict[str, str]) -> list[str]:
+    words = shlex.split(command)
+    if words[0] in scripts:
+        return [sys.executable, "-m", scripts[words[0]], *words[1:]]
+    assert words[:2] == ["python", "-m"], command
+    return [sys.executable, *words[1:]]
+
+
+def test_documented_commands_run_in_their_cheap_form(tmp_path):
+    scripts = _entry_points()
+    environment = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    done = set()
+    for documented, cheap in CHEAP.items():
+        if cheap.startswith("SKIP: ") or cheap in done:
+            continue
+        done.add(cheap)
+        start = time.perf_counter()
+        completed = subprocess.run(_argv(cheap, scripts), cwd=tmp_path, env=environment, capture_output=True,
+                                   text=True, timeout=600)
+        assert completed.returncode == 0, (f"{cheap!r} (for the documented {documented!r}) failed:\n"
+                                           f"{completed.stderr[-3000:]}")
+        print(f"{time.perf_counter() - start:5.1f} s  {cheap}")  # shown with pytest -s
