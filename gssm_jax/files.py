@@ -54,3 +54,10 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes(path, buffer.getbuffer())
+
+
+def write_figure(path: str | os.PathLike, figure: Any, dpi: int = 120) -> None:
+    """Writes a matplotlib `figure` as PNG to `path` atomically and durably."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    write_bytes(path, buffer.getbuffer())

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from configs import experiment1
 from gssm_jax.analysis import comparisons as comparisons_module
 from gssm_jax.analysis import report
 from gssm_jax.analysis.runs import load_runs
+from gssm_jax.configs import experiment1
 
 ENTROPY = 2.0  # nats/token, every run
 LENGTH = 8

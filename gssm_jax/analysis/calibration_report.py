@@ -9,7 +9,6 @@ error over graph seeds.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -114,6 +113,4 @@ def plot_curves(result: dict, path: str) -> None:
                  title=f"{graph}: {measure}")
         axis.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    files.write_bytes(path, buffer.getbuffer())
+    files.write_figure(path, figure)

@@ -33,9 +33,11 @@ from gssm_jax.analysis.statistics import (
     paired_comparison,
     paired_rank_comparison,
 )
+from gssm_jax.experiment1.sides import SIDE_NAMES
+from gssm_jax.experiment1.sides import SIDES as EXPERIMENT_SIDES
 
-SIDES = ("small_alpha_x", "small_alpha_z")
-SIDE_LABELS = {"small_alpha_x": "small alpha_X (easy to infer)", "small_alpha_z": "small alpha_Z (easy to predict)"}
+SIDES = SIDE_NAMES  # the sides are defined once, in gssm_jax.experiment1.sides
+SIDE_LABELS = {side.name: side.label for side in EXPERIMENT_SIDES}
 QUESTIONS = ("final", "reach")  # ends lower; learns faster
 NOT_LEARNED = "not learned at this budget: raise train.num_steps / model size"
 

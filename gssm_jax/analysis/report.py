@@ -188,7 +188,7 @@ def write_report(workdir: str, settings: Settings) -> str:
     for name, figure in {"learning_curves.png": plots.plot_learning_curves(comparisons),
                          "final_excess.png": plots.plot_final_excess(comparisons),
                          "per_position.png": plots.plot_per_position(runs)}.items():
-        figure.savefig(os.path.join(workdir, name), dpi=110)
+        files.write_figure(os.path.join(workdir, name), figure, dpi=110)
     unpaired = [f"{c.group.graph}/{c.group.model}: seeds {', '.join(map(str, c.unpaired))}" for c in comparisons
                 if c.unpaired]
     lines = ["# Experiment 1: easy to infer (small alpha_X) or easy to predict (small alpha_Z)?", "",
