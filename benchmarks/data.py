@@ -10,7 +10,7 @@ Rows:
   number of sequences as uint8 .npy with fsync, in batches of `shard_size`;
 * device_batch from file: one training batch (shuffled rows of the memory-mapped train split placed on
   every device) vs `sample_tokens` of the same batch on the fly (compiled, blocked until ready);
-* training from file vs on the fly: the same model (`configs/base.py`, size=cpu) trained for
+* training from file vs on the fly: the same model (the `base` config, size=cpu) trained for
   `--train_steps` steps from each source; tokens/s of the last logged interval (after compilation).
 """
 
@@ -132,7 +132,7 @@ def main() -> None:
     print(f"| device_batch from file | {1e3 * read_seconds:.1f} | {args.batch_size / read_seconds:,.0f} | "
           f"{sample_seconds / read_seconds:.2f}x |")
 
-    print("\nTraining, same model (configs/base.py size=cpu), tokens/s of the last logged interval:\n")
+    print("\nTraining, same model (the base config, size=cpu), tokens/s of the last logged interval:\n")
     print("| source | tokens/s | ratio |")
     print("| --- | ---: | ---: |")
     for source in ("onfly", "file"):

@@ -2,7 +2,7 @@
 
   python -m benchmarks.learners [--lengths=256,2048] [--kinds=...] [--methods=auto] [--tokens_per_step=8192]
 
-Each learner gets the width whose parameter count matches the `configs/base.py` transformer
+Each learner gets the width whose parameter count matches the `base` config's transformer
 (width 64, depth 2: `registry.matched_widths`), the same depth and the same tokens per step
 (batch = tokens_per_step / length), so the rows compare architectures at equal size and work. The
 baseline is the transformer, measured in the same run. Memory is XLA's compiled buffer assignment

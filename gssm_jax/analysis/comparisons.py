@@ -44,7 +44,7 @@ NOT_LEARNED = "not learned at this budget: raise train.num_steps / model size"
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Thresholds of the report (the `config.report` fields of configs/experiment1.py, documented there)."""
+    """Thresholds of the report (the `config.report` fields of gssm_jax/configs/experiment1.py, documented there)."""
 
     significance_level: float
     confidence: float
@@ -59,7 +59,7 @@ class Settings:
         """From a mapping (e.g. `config.report`) holding every field."""
         missing = [field.name for field in dataclasses.fields(cls) if field.name not in config]
         if missing:
-            raise ValueError(f"config.report lacks {', '.join(missing)}; see configs/experiment1.py")
+            raise ValueError(f"config.report lacks {', '.join(missing)}; see gssm_jax/configs/experiment1.py")
         return cls(**{field.name: float(config[field.name]) for field in dataclasses.fields(cls)})
 
 

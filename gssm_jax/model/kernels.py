@@ -88,7 +88,7 @@ def sample_log_gamma(key: jax.Array, alpha: jax.Array | float, shape: tuple[int,
     most of the random bits (a million elements need ~6 rounds until none is rejected).
 
     The boost is applied at every alpha, not only below 1, so that under one key the draws move
-    continuously with alpha (common random numbers in `gssm_jax.calibration`): a row's largest entry at
+    continuously with alpha (common random numbers in `gssm_jax.difficulty`): a row's largest entry at
     small alpha is the one with the largest U, whatever alpha; only the rare elements whose acceptance
     flips between two alphas jump.
 
@@ -266,4 +266,4 @@ def check_rows(graph: GraphSpec, kernels: Kernels) -> None:
             rows = math.prod(graph.input_sizes(name))
             raise ValueError(f"kernels[{name!r}]: {int(count)} of {rows} conditional rows are not probabilities "
                              "(NaN, inf, negative or all zero); draw the kernels with "
-                             "gssm_jax.kernels.sample_kernels or fix the tables before sampling")
+                             "gssm_jax.model.kernels.sample_kernels or fix the tables before sampling")

@@ -90,7 +90,7 @@ def sample(rng: np.random.Generator, graph: GraphSpec, tables: dict[str, np.ndar
       rng: numpy generator, consumed in the seed's order (one `random(batch_size)` per node per step).
       graph: the graph.
       tables: `{name: (*input_sizes, states)}` conditional tables (e.g. from `draw_tables`, or
-        numpy copies of `gssm_jax.kernels.conditional_tables`). Context nodes are redrawn per
+        numpy copies of `gssm_jax.model.kernels.conditional_tables`). Context nodes are redrawn per
         sequence from `rng` before the first step.
       batch_size: number of sequences.
       length: number of emitted tokens T.
