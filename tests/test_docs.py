@@ -207,3 +207,15 @@ def test_documented_commands_run_in_their_cheap_form(tmp_path):
         assert completed.returncode == 0, (f"{cheap!r} (for the documented {documented!r}) failed:\n"
                                            f"{completed.stderr[-3000:]}")
         print(f"{time.perf_counter() - start:5.1f} s  {cheap}")  # shown with pytest -s
+
+
+def test_readme_python_snippets_run(tmp_path):
+    """The README's ```python blocks, in order, as one script (smaller batches: the same calls, seconds)."""
+    with open(os.path.join(REPO, "README.md")) as file:
+        blocks = re.findall(r"```python\n(.*?)```", file.read(), flags=re.S)
+    assert blocks, "the README shows no Python"
+    script = "\n".join(blocks).replace("batch_size=1024, length=2048", "batch_size=16, length=64")
+    script += "\nassert losses.shape == tokens.shape and float(rate.nats_per_token) > 0 and log_p.shape == (16,)\n"
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]

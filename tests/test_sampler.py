@@ -269,3 +269,22 @@ def test_precomputed_tables_give_the_same_batch():
     assert set(precomputed.thresholds) == {"Z2", "X"}  # context nodes are redrawn per sequence from the key
     np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(24), graph, precomputed, 8, 12)),
                                   np.asarray(sampler.sample_tokens(jax.random.key(24), graph, kernels, 8, 12)))
+
+
+def test_graphs_differing_only_in_non_context_alphas_share_one_compilation():
+    from gssm_jax.sampling.sampler import _sample_jitted
+
+    def graph(alpha_x, alpha_context):
+        return _graph([
+            {"name": "Z1", "states": 2, "alpha": 0.3, "parents": ["X"]},
+            {"name": "Z2", "states": 2, "alpha": alpha_context, "parents": [], "mode": "context"},
+            {"name": "X", "states": 3, "alpha": alpha_x, "parents": ["Z1", "Z2"]},
+        ])
+
+    first = graph(0.1, 0.5)
+    assert first.structure == graph(0.7, 0.5).structure != graph(0.1, 0.6).structure  # context alpha is traced in
+    before = _sample_jitted._cache_size()
+    for alpha_x in (0.1, 0.7, 2.0):
+        g = graph(alpha_x, 0.5)
+        sampler.sample_tokens(jax.random.key(0), g, sample_kernels(jax.random.key(1), g), 4, 5)
+    assert _sample_jitted._cache_size() == before + 1

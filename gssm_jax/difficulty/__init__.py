@@ -10,7 +10,6 @@ from gssm_jax.difficulty.measurer import (
     ALPHA_NAMES,
     Difficulty,
     Measurer,
-    compiled_structure,
     compression_performance,
     difficulty,
     entropy_bits_per_token,
@@ -34,6 +33,6 @@ from gssm_jax.difficulty.search import Calibration, Evaluation, UnreachableTarge
 
 __all__ = ["ALPHA_NAMES", "COMPRESSORS", "MEASURES", "NATS_PER_BIT", "CalibratedPair", "Calibration", "Difficulty",
            "Evaluation", "Measurer", "UnreachableTargetError", "calibrate", "calibrate_pair", "check_measure",
-           "compiled_structure", "compressed_bits_per_token", "compression_measures", "compression_performance",
+           "compressed_bits_per_token", "compression_measures", "compression_performance",
            "curve", "difficulty", "entropy_bits_per_token", "find_alpha", "graph_at", "gzip_bytes_per_token",
            "mean_and_stderr", "packed_bytes", "parallel_map", "sample_seed_batch", "with_alphas"]

@@ -63,17 +63,6 @@ def graph_at(graph_or_family: Any, alphas: Mapping[str, float]) -> GraphSpec:
     return GraphSpec.from_config(with_alphas(graph_or_family, alphas))
 
 
-def compiled_structure(graph: GraphSpec) -> GraphSpec:
-    """The graph with every non-context alpha set to 1, for the jitted sampler and forward algorithm.
-
-    Those functions read alpha only to redraw `context` kernels; every other alpha only shapes the
-    kernels, which are arguments. Erasing it lets one compilation serve every trial of a search
-    (the graph is a static argument, so each new alpha would otherwise recompile).
-    """
-    nodes = tuple(node if node.mode == "context" else dataclasses.replace(node, alpha=1.0) for node in graph.nodes)
-    return dataclasses.replace(graph, nodes=nodes)
-
-
 def sample_seed_batch(graph: GraphSpec, seed: int, batch_size: int, length: int,
                       kernels: dict | None = None) -> tuple[dict, np.ndarray]:
     """Kernels and one token batch of graph seed `seed`.
@@ -85,14 +74,15 @@ def sample_seed_batch(graph: GraphSpec, seed: int, batch_size: int, length: int,
       (kernels pytree drawn with `keys.kernel_key(seed)`, tokens `(batch_size, length)` as numpy).
     """
     kernels = sample_kernels(keys.kernel_key(seed), graph) if kernels is None else kernels
-    tokens = sampler.sample_tokens(keys.calibration_data_key(seed), compiled_structure(graph), kernels, batch_size,
+    tokens = sampler.sample_tokens(keys.calibration_data_key(seed), graph, kernels, batch_size,
                                    length)
     return kernels, np.asarray(tokens)
 
 
 def entropy_bits_per_token(graph: GraphSpec, kernels: dict, tokens) -> float:
     """Exact entropy rate estimate on `tokens` (mean over the batch), converted from nats to bits per token."""
-    nats, _ = inference.entropy_rate(compiled_structure(graph), kernels, tokens)
+    # graph.structure: one compilation of the forward algorithm serves every alpha of a search.
+    nats, _ = inference.entropy_rate(graph.structure, kernels, tokens)
     return float(nats) / NATS_PER_BIT
 
 

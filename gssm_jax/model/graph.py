@@ -107,6 +107,18 @@ class GraphSpec:
         hidden_order = _topological_order(nodes)
         return cls(nodes=nodes, observed=observed, hidden_order=hidden_order)
 
+    @property
+    def structure(self) -> GraphSpec:
+        """The static structure to compile against: this graph with every non-`context` alpha set to 1.
+
+        Compiled code (the sampler, the forward algorithm) reads alpha only to redraw `context` kernels;
+        every other alpha only shapes the kernels, which are arguments. Jitted entry points take
+        `graph.structure` as their static argument, so graphs that differ only in those alphas (every
+        trial of a calibration, every side of Experiment 1) share one compilation.
+        """
+        return dataclasses.replace(self, nodes=tuple(
+            node if node.mode == "context" else dataclasses.replace(node, alpha=1.0) for node in self.nodes))
+
     # ---- lookups -------------------------------------------------------------------------------
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:

@@ -154,7 +154,7 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
 
     Args:
       key: a `jax.random.key`; the batch is a pure function of `(key, kernels)`.
-      graph: the graph (static: each new graph, batch_size or length compiles once).
+      graph: the graph (static: each new `graph.structure`, batch_size or length compiles once).
       kernels: `{name: kernel}` from `kernels.sample_kernels` (context nodes are redrawn per
         sequence), or `sampling_tables(graph, kernels)` to skip rebuilding the inverse-CDF thresholds
         at every call (worth it on large tables when sampling many batches from the same kernels).
@@ -185,4 +185,5 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
                              f"use a multiple of {shards}")
     if not isinstance(kernels, SamplingTables):
         check_rows(graph, kernels)
-    return _sample_jitted(key, kernels, graph, int(batch_size), int(length), bool(return_latents), sharding)
+    return _sample_jitted(key, kernels, graph.structure, int(batch_size), int(length), bool(return_latents),
+                          sharding)

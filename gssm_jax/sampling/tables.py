@@ -119,7 +119,7 @@ def sampling_tables(graph: GraphSpec, kernels: Kernels) -> SamplingTables:
       ValueError: a node's conditional rows are not probabilities (`kernels.check_rows`).
     """
     check_rows(graph, kernels)
-    return _sampling_tables(graph, kernels)
+    return _sampling_tables(graph.structure, kernels)
 
 
 @functools.partial(jax.jit, static_argnames="graph")
