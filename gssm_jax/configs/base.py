@@ -76,6 +76,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.mlp_ratio = 4.0
     # Computation dtype: float32 or bfloat16 (parameters and optimizer state stay float32).
     config.model.dtype = "float32"
+    # Causal attention: auto (fastest available here), xla (reference, O(T^2) memory), blockwise (O(T x block)
+    # memory, any backend) or cudnn (NVIDIA GPUs, bfloat16); gssm_jax.models.attention.
+    config.model.attention = "auto"
+    # Recompute each block's activations in the backward pass (True: about a third more compute, activation
+    # memory of one block instead of depth blocks).
+    config.model.remat = False
     # Multiplier on the init standard deviation of the weight matrices (> 0; 1.0 = fan-in scaling).
     config.model.init_scale = 1.0
     # Seed of the model's initial parameters.

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from gssm_jax.models import attention as attention_lib
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ROTARY_BASE = 10_000.0
 
@@ -37,6 +39,10 @@ class TransformerConfig:
       dtype: computation dtype name, "float32" or "bfloat16" (parameters stay float32).
       init_scale: multiplier on the standard deviation of every hidden weight matrix at init (1.0 =
         fan-in variance scaling; embeddings N(0, init_scale^2); the output head starts at zero).
+      attention: causal attention implementation, one of `gssm_jax.models.attention.IMPLEMENTATIONS` ("auto" picks the
+        fastest available for the backend, dtype and length).
+      remat: recompute each block's activations in the backward pass instead of storing them
+        (activation memory of one block instead of `depth`, for about a third more compute).
     """
 
     vocab_size: int
@@ -46,6 +52,8 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     dtype: str = "float32"
     init_scale: float = 1.0
+    attention: str = "auto"
+    remat: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -58,6 +66,7 @@ class TransformerConfig:
             )
         if self.depth < 1 or self.mlp_ratio <= 0 or self.init_scale <= 0:
             raise ValueError("config.model.depth must be >= 1 and mlp_ratio, init_scale > 0")
+        attention_lib.check_name(self.attention)
 
     @property
     def head_size(self) -> int:
@@ -101,7 +110,7 @@ class CausalSelfAttention(nnx.Module):
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         positions = jnp.arange(length)
         query, key = apply_rotary(query, positions), apply_rotary(key, positions)
-        attended = jax.nn.dot_product_attention(query, key, value, is_causal=True)
+        attended = attention_lib.causal_attention(query, key, value, self.config.attention)
         return self.out(attended.reshape(batch, length, self.config.width))
 
 
@@ -150,8 +159,15 @@ class Transformer(nnx.Module):
     def __call__(self, inputs: jax.Array) -> jax.Array:
         x = self.embed(inputs.astype(jnp.int32))
         for block in self.blocks:
-            x = block(x)
+            x = _remat_block(block, x) if self.config.remat else block(x)
         return self.head(self.final_norm(x)).astype(jnp.float32)
+
+
+@nnx.remat
+def _remat_block(block: Block, x: jax.Array) -> jax.Array:
+    # Nothing saved: the backward pass reruns the block from its input, so a block's activations live
+    # only while its gradient is computed.
+    return block(x)
 
 
 def next_token_inputs(tokens: jax.Array, bos_token: int) -> jax.Array:
