@@ -96,3 +96,27 @@ def test_bfloat16_computation_tracks_float32():
 def test_bad_shapes_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         TransformerConfig(vocab_size=11, **overrides)
+
+
+def _loss_and_grads(model: Transformer, tokens: jax.Array):
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(params):
+        return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
+
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("overrides", [{"attention": "blockwise"}, {"remat": True}])
+def test_blockwise_attention_and_remat_leave_loss_and_gradients_unchanged(overrides):
+    # Same function, different schedule: float32 rounding only (a few eps of the largest gradient).
+    tokens = jax.random.randint(jax.random.key(6), (2, 70), 0, 11)
+    reference = _model(depth=2, attention="xla")
+    reference.head.kernel[...] = jax.random.normal(jax.random.key(7), reference.head.kernel.shape)
+    other = _model(depth=2, **({"attention": "xla"} | overrides))
+    other.head.kernel[...] = reference.head.kernel[...]
+    loss, grads = _loss_and_grads(reference, tokens)
+    other_loss, other_grads = _loss_and_grads(other, tokens)
+    np.testing.assert_allclose(other_loss, loss, rtol=16 * FLOAT32_EPS)
+    for grad, other_grad in zip(jax.tree.leaves(grads), jax.tree.leaves(other_grads)):
+        np.testing.assert_allclose(other_grad, grad, atol=64 * FLOAT32_EPS * float(jnp.abs(grad).max()) + 1e-12)

@@ -121,6 +121,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000 if paper else 10 if tiny else 100
     # Number of checkpoints kept on disk (>= 1).
     config.train.keep_checkpoints = 2
+    # Memory budget of the train step per device, GiB (XLA's compile-time estimate, checked at start; 0 = no
+    # check). 40 = half of an 80 GB accelerator.
+    config.train.memory_budget_gib = 40.0
 
     config.eval = ml_collections.ConfigDict()
     # Held-out sequences (fixed for the run), of data.length tokens; the excess-loss standard error

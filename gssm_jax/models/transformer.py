@@ -81,6 +81,14 @@ class TransformerConfig:
         return self.vocab_size
 
 
+def check_attention(config: TransformerConfig, length: int) -> attention_lib.Choice:
+    """The attention `config.attention` resolves to on this backend for sequences of `length` tokens.
+
+    Raises ValueError (one line naming config.model.attention) if that choice cannot run here.
+    """
+    return attention_lib.choose(config.attention, DTYPES[config.dtype], length, config.head_size)
+
+
 def _weight_init(scale: float):
     return nnx.initializers.variance_scaling(scale**2, "fan_in", "truncated_normal")
 

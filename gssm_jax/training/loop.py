@@ -26,7 +26,7 @@ from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.models import transformer
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import evaluation
+from gssm_jax.training import evaluation, memory
 from gssm_jax.training import mesh as parallel
 from gssm_jax.training import run_files as metrics
 from gssm_jax.training.checkpoints import Checkpoints
@@ -63,6 +63,8 @@ def _validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
     try:
         graph = GraphSpec.from_config(config.graph)
         shape = model_config(config, graph)
+        if isinstance(shape, transformer.TransformerConfig):
+            transformer.check_attention(shape, config.data.length)
         parallel.check_batch_divisible(config.data.batch_size, mesh)
         parallel.check_batch_divisible(config.eval.num_sequences, mesh, field="config.eval.num_sequences")
     except ValueError as error:
@@ -126,11 +128,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     graph, shape = _validate(config, mesh)
     num_steps, train_config = config.train.num_steps, config.train
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
-    kernels, data, eval_tokens, identity = training_source(config, graph, mesh)
     graphdef, state = init_state(shape, config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
     num_parameters = transformer.count_parameters(state["params"])
     train_step = make_train_step(graphdef, optimizer, schedule, mesh)
+    try:  # before anything long: a step that cannot fit fails here, naming the fields to change
+        memory.check_train_step(config, train_step, state, graph.vocab_size, mesh)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    kernels, data, eval_tokens, identity = training_source(config, graph, mesh)
     tokens_per_step = config.data.batch_size * config.data.length
 
     os.makedirs(workdir, exist_ok=True)
