@@ -1,100 +1,132 @@
-"""Train-step throughput for a few model sizes, and the share of step time spent sampling the batch.
+"""Train-step throughput at the issue-11 shapes: `auto` attention against today's `xla` in the same run.
 
-  python -m benchmarks.train_step [--steps=20] [--batch_size=32] [--length=128]
+  python -m benchmarks.train_step [--steps=10] [--devices=1] [--hugepages] [--shapes=s256_e64,...]
 
-Each row times, on the default graph of `configs/base.py` (4 hidden nodes x 4 states, 32 tokens):
-the jitted train step alone, the on-device sampling of its batch alone (`sample_tokens` with the
-batch sharding), and the two together as the training loop runs them. The reference is the plain
-numpy sampler (`gssm_jax.reference`) producing the same batch on the host, measured in the same run:
-its time as a share of the step shows what on-device sampling saves. Target: sampling <= 5% of the
-step time.
+Shapes (float32, batch 16, vocab 32 (gssm_jax/configs/base.py's graph), 4 layers, 4 heads, AdamW), as timed for
+the seed's PyTorch anchor by /work/shared/tools/anchor_train_throughput.py:
+  s256_e64 (T=256, width 64), s256_e128 (T=256, width 128), s2048_e64 (T=2048, width 64).
+Each (shape, attention) cell runs in its own subprocess, so peak RSS is per cell. A row reports tokens/s
+(median step), the ratio to the `xla` cell of the same shape, peak RSS (MiB), compile time, the
+implementation `auto` resolved to, and the share of (step + sampling) spent sampling the batch on device.
+--devices splits the batch over that many CPU devices; --hugepages runs each cell with
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for XLA's buffers: no page fault per 4 KiB
+of temporaries on every step; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 
-import jax
 import numpy as np
 from absl import app, flags
 
-from gssm_jax import sampling as sampler
-from gssm_jax.configs.base import get_config
-from gssm_jax.data import OnTheFlyBatches
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import conditional_tables, sample_kernels
-from gssm_jax.sampling import reference
-from gssm_jax.training import mesh as parallel
-from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
+SHAPES = {"s256_e64": (256, 64), "s256_e128": (256, 128), "s2048_e64": (2048, 64)}
+ANCHOR = {"s256_e64": 25_404, "s256_e128": 10_631, "s2048_e64": 9_713}  # torch.compile tokens/s, same CPU
+BATCH, DEPTH, HEADS = 16, 4, 4
 
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed repetitions per measurement (after one warm-up).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size, sequences.")
-_LENGTH = flags.DEFINE_integer("length", 128, "Tokens per sequence.")
-
-SIZES = {"small (64x2)": (64, 2, 4), "medium (128x4)": (128, 4, 4), "large (256x4)": (256, 4, 8)}
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per cell (after one warm-up step); T=2048 xla runs 2.")
+_DEVICES = flags.DEFINE_integer("devices", 1, "CPU devices the batch is split over.")
+_HUGEPAGES = flags.DEFINE_bool("hugepages", False, "Run cells with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.")
+_SHAPES = flags.DEFINE_list("shapes", list(SHAPES), "Shapes to run.")
+_CELL = flags.DEFINE_string("cell", "", "Internal: run one cell 'shape:attention' in this process.")
 
 
 def _median_seconds(function, repetitions: int) -> float:
-    jax.block_until_ready(function(0))  # warm-up: compilation
     times = []
-    for repetition in range(1, repetitions + 1):
+    for repetition in range(repetitions):
         start = time.perf_counter()
-        jax.block_until_ready(function(repetition))
+        function(repetition)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def benchmark_size(width: int, depth: int, heads: int, batch_size: int, length: int, repetitions: int) -> dict:
-    """Times one model size; returns seconds per step of each part and the derived rates."""
+def run_cell(shape: str, attention_name: str, steps: int) -> dict:
+    """Times one (shape, attention) cell in this process; returns its row as a dict."""
+    import jax
+
+    from gssm_jax import sampling as sampler
+    from gssm_jax.configs.base import get_config
+    from gssm_jax.data import OnTheFlyBatches
+    from gssm_jax.model.graph import GraphSpec
+    from gssm_jax.model.kernels import sample_kernels
+    from gssm_jax.models import transformer
+    from gssm_jax.training import mesh as parallel
+    from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
+
+    length, width = SHAPES[shape]
     config = get_config()
-    config.model.width, config.model.depth, config.model.heads = width, depth, heads
-    config.data.batch_size, config.data.length = batch_size, length
+    config.model.update(width=width, depth=DEPTH, heads=HEADS, attention=attention_name)
+    config.data.update(batch_size=BATCH, length=length)
     graph = GraphSpec.from_config(config.graph)
-    kernels = sample_kernels(jax.random.key(config.seed), graph)
     mesh = parallel.data_parallel_mesh()
-    data = OnTheFlyBatches(graph, sampler.sampling_tables(graph, kernels), batch_size, length,
-                              jax.random.key(0), mesh)
+    shape_config = model_config(config, graph)
     optimizer, schedule = make_optimizer(config.optimizer, 1000)
-    graphdef, state = init_state(model_config(config, graph), 0, optimizer)
+    graphdef, state = init_state(shape_config, 0, optimizer)
     holder = {"state": jax.device_put(state, parallel.replicated(mesh))}
-    train_step = make_train_step(graphdef, optimizer, schedule, mesh)
-    fixed_batch = data.batch(0)
+    step = make_train_step(graphdef, optimizer, schedule, mesh)
+    data = OnTheFlyBatches(graph, sampler.sampling_tables(graph, sample_kernels(jax.random.key(0), graph)),
+                              BATCH, length, jax.random.key(1), mesh)
+    tokens = data.batch(0)
+    started = time.perf_counter()
+    compiled = step.lower(holder["state"], tokens).compile()
+    compile_s = time.perf_counter() - started
 
-    def step_only(_):
-        holder["state"], step_metrics = train_step(holder["state"], fixed_batch)
-        return step_metrics
+    def train_once(_):
+        holder["state"], metrics = compiled(holder["state"], tokens)
+        jax.block_until_ready(metrics)
 
-    def step_with_sampling(step):
-        holder["state"], step_metrics = train_step(holder["state"], data.batch(step))
-        return step_metrics
+    train_once(0)  # warm-up: first touch of the buffers
+    step_s = _median_seconds(train_once, steps)
+    sample_s = _median_seconds(lambda index: jax.block_until_ready(data.batch(index + 1)), steps)
+    return {"shape": shape, "attention": attention_name,
+            "resolved": transformer.check_attention(shape_config, length).name,
+            "devices": jax.device_count(), "tokens_per_s": BATCH * length / step_s, "step_s": step_s,
+            "compile_s": compile_s, "sampling_share": sample_s / (step_s + sample_s),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
 
-    tables = {name: np.asarray(table) for name, table in conditional_tables(graph, kernels).items()}
-    rng = np.random.default_rng(0)
-    seconds = {
-        "step": _median_seconds(step_only, repetitions),
-        "sample": _median_seconds(data.batch, repetitions),
-        "loop": _median_seconds(step_with_sampling, repetitions),
-        "numpy": _median_seconds(lambda _: reference.sample(rng, graph, tables, batch_size, length), repetitions),
-    }
-    return {"parameters": sum(leaf.size for leaf in jax.tree.leaves(holder["state"]["params"])), **seconds,
-            "tokens_per_second": batch_size * length / seconds["loop"]}
+
+def _subprocess_cell(shape: str, attention_name: str) -> dict:
+    steps = 2 if (shape == "s2048_e64" and attention_name == "xla") else _STEPS.value
+    env = dict(os.environ)
+    if _DEVICES.value > 1:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_DEVICES.value}"
+    if _HUGEPAGES.value:
+        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+    command = [sys.executable, "-m", "benchmarks.train_step", f"--cell={shape}:{attention_name}", f"--steps={steps}"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode:
+        return {"shape": shape, "attention": attention_name, "error": result.stderr.strip().splitlines()[-1]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv):
     del argv
-    batch_size, length = _BATCH.value, _LENGTH.value
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {batch_size} x {length} tokens; "
-          f"median of {_STEPS.value} steps")
-    header = ("| model (width x depth) | parameters | tokens/s (loop) | step ms | on-device sampling ms | "
-              "sampling / (step + sampling) | numpy reference sampling ms | numpy / on-device |")
+    if _CELL.value:
+        shape, attention_name = _CELL.value.split(":")
+        print(json.dumps(run_cell(shape, attention_name, _STEPS.value)))
+        return
+    print(f"{_DEVICES.value} CPU device(s), hugepages={_HUGEPAGES.value}, batch {BATCH}, {DEPTH} layers, "
+          f"{HEADS} heads, float32; median of {_STEPS.value} steps (T=2048 xla: 2)")
+    header = ("| shape | attention (resolved) | tokens/s | vs xla | anchor (torch.compile) | peak RSS MiB | "
+              "compile s | sampling share |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name, (width, depth, heads) in SIZES.items():
-        row = benchmark_size(width, depth, heads, batch_size, length, _STEPS.value)
-        fraction = row["sample"] / (row["step"] + row["sample"])
-        print(f"| {name} | {row['parameters']:,} | {row['tokens_per_second']:,.0f} | {row['step'] * 1e3:.1f} | "
-              f"{row['sample'] * 1e3:.2f} | {fraction:.1%} | {row['numpy'] * 1e3:.2f} | "
-              f"{row['numpy'] / row['sample']:.1f}x |")
+    for shape in _SHAPES.value:
+        rows = [_subprocess_cell(shape, name) for name in ("xla", "auto")]
+        baseline = rows[0].get("tokens_per_s")
+        for row in rows:
+            if "error" in row:
+                print(f"| {shape} | {row['attention']} | error: {row['error'][:80]} | | | | | |")
+                continue
+            ratio = f"{row['tokens_per_s'] / baseline:.2f}x" if baseline else "-"
+            print(f"| {shape} | {row['attention']} ({row['resolved']}) | {row['tokens_per_s']:,.0f} | {ratio} | "
+                  f"{ANCHOR[shape]:,} | {row['peak_rss_mib']:,.0f} | {row['compile_s']:.1f} | "
+                  f"{row['sampling_share']:.1%} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ IMPLEMENTATIONS = {
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(("length", "block"), CASES)
+@jax.default_matmul_precision("highest")  # GPUs otherwise multiply float32 in TF32 (10-bit mantissa)
 def test_blockwise_values_and_gradients_match_the_reference(length, block, dtype):
     query, key, value, cotangent = _inputs((2, length, 3, 8), dtype)
     eps = float(jnp.finfo(dtype).eps)
@@ -57,7 +58,7 @@ def test_blockwise_values_and_gradients_match_the_reference(length, block, dtype
     np.testing.assert_allclose(np.asarray(output, np.float64), expected, atol=tolerance, rtol=0)
     grads = jax.grad(loss(blockwise), argnums=(0, 1, 2))(query, key, value)
     expected_grads = jax.grad(loss(reference32), argnums=(0, 1, 2))(query, key, value)
-    for grad, expected_grad in zip(grads, expected_grads):
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
         assert grad.dtype == dtype
         scale = float(jnp.abs(expected_grad).max())
         # Gradients sum `length` products of O(1) terms; bfloat16 rounds dS and the inputs (a few eps each).
@@ -128,7 +129,7 @@ def test_cudnn_matches_the_reference_on_gpu():
 
     grads = jax.grad(loss("cudnn"), argnums=(0, 1, 2))(query, key, value)
     expected = jax.grad(loss("xla"), argnums=(0, 1, 2))(query, key, value)
-    for grad, reference in zip(grads, expected):
+    for grad, reference in zip(grads, expected, strict=True):
         scale = float(jnp.abs(reference.astype(jnp.float32)).max())
         np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(reference, np.float32),
                                    atol=16 * eps * scale)

@@ -118,5 +118,5 @@ def test_blockwise_attention_and_remat_leave_loss_and_gradients_unchanged(overri
     loss, grads = _loss_and_grads(reference, tokens)
     other_loss, other_grads = _loss_and_grads(other, tokens)
     np.testing.assert_allclose(other_loss, loss, rtol=16 * FLOAT32_EPS)
-    for grad, other_grad in zip(jax.tree.leaves(grads), jax.tree.leaves(other_grads)):
+    for grad, other_grad in zip(jax.tree.leaves(grads), jax.tree.leaves(other_grads), strict=True):
         np.testing.assert_allclose(other_grad, grad, atol=64 * FLOAT32_EPS * float(jnp.abs(grad).max()) + 1e-12)

@@ -1,9 +1,9 @@
 """Causal attention over query/key blocks with an online softmax and a recomputing backward pass.
 
 The (length, length) scores are never held at once: the forward pass keeps, per query row, the running
-max `m`, the running sum `l` of exp(score - m) and the running weighted sum of values (flash attention's
+max `m`, the running sum `total` of exp(score - m) and the running weighted sum of values (flash attention's
 online softmax), visiting only the key blocks at or below the diagonal. It saves the output and the
-log-sum-exp `lse = m + log l` (batch, heads, length), and the backward pass recomputes each block's
+log-sum-exp `lse = m + log total` (batch, heads, length), and the backward pass recomputes each block's
 probabilities exp(score - lse) instead of storing them. Memory: O(length x block) per layer instead of
 O(length^2); blocks above the diagonal are skipped, so compute is about half of the full square.
 
@@ -72,29 +72,30 @@ def _forward(query: jax.Array, key: jax.Array, value: jax.Array, block: int) -> 
     scores = _causal(_scores(qb, kb))
     m = scores.max(axis=-1)
     probs = jnp.exp(scores - m[..., None])
-    l, acc = probs.sum(axis=-1), _weighted(probs, vb)
+    total, acc = probs.sum(axis=-1), _weighted(probs, vb)
 
     def query_block(_, inputs):
-        q, m, l, acc, row = inputs
+        q, m, total, acc, row = inputs
 
         def key_block(column, carry):
-            m, l, acc = carry
+            m, total, acc = carry
             scores = _scores(q, kb[column])
             m_new = jnp.maximum(m, scores.max(axis=-1))
             rescale = jnp.exp(m - m_new)
             probs = jnp.exp(scores - m_new[..., None])
-            return m_new, l * rescale + probs.sum(axis=-1), acc * rescale[..., None] + _weighted(probs, vb[column])
+            return m_new, total * rescale + probs.sum(axis=-1), acc * rescale[..., None] + _weighted(probs, vb[column])
 
-        m, l, acc = jax.lax.fori_loop(0, row, key_block, (m, l, acc))
-        return None, (m, l, acc)
+        m, total, acc = jax.lax.fori_loop(0, row, key_block, (m, total, acc))
+        return None, (m, total, acc)
 
     num_blocks = qb.shape[0]
     if num_blocks > 1:
         rows = jnp.arange(1, num_blocks)
-        _, (m_rest, l_rest, acc_rest) = jax.lax.scan(query_block, None, (qb[1:], m[1:], l[1:], acc[1:], rows))
-        m, l, acc = (jnp.concatenate([first[:1], rest]) for first, rest in ((m, m_rest), (l, l_rest), (acc, acc_rest)))
-    output = (acc / l[..., None]).astype(value.dtype)
-    return _unblocks(output), _unblocks(m + jnp.log(l))
+        _, (m_rest, total_rest, acc_rest) = jax.lax.scan(query_block, None, (qb[1:], m[1:], total[1:], acc[1:], rows))
+        m, total, acc = (jnp.concatenate([first[:1], rest])
+                         for first, rest in ((m, m_rest), (total, total_rest), (acc, acc_rest)))
+    output = (acc / total[..., None]).astype(value.dtype)
+    return _unblocks(output), _unblocks(m + jnp.log(total))
 
 
 def _block_grads(q, k, k_t, v, d_out, lse, delta, causal):
