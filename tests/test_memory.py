@@ -5,9 +5,11 @@ import time
 import jax
 import pytest
 
-from configs import base, experiment1
-from gssm_jax import memory_budget, parallel, train
-from gssm_jax.graph import GraphSpec
+from gssm_jax.configs import base, experiment1
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.training import loop, memory
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step, model_config
 
 BUDGET_GIB = 40.0
 NUM_DEVICES = 8  # per-device batch = global batch / 8, as on one 8-accelerator host
@@ -28,13 +30,13 @@ PAPER = dict(_paper_configs())
 DEFAULT = ("base", "experiment1 eight_by_four base")
 
 
-def _step_memory(config) -> memory_budget.StepMemory:
+def _step_memory(config) -> memory.StepMemory:
     graph = GraphSpec.from_config(config.graph)
     mesh = parallel.data_parallel_mesh(jax.devices()[:1])
-    optimizer, schedule = train.make_optimizer(config.optimizer, config.train.num_steps)
-    graphdef, state = train.init_state(train.model_config(config, graph), 0, optimizer)  # a few M parameters
-    step = train.make_train_step(graphdef, optimizer, schedule, mesh)
-    return memory_budget.train_step_memory(step, state, config.data.batch_size // NUM_DEVICES, config.data.length,
+    optimizer, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+    graphdef, state = init_state(model_config(config, graph), 0, optimizer)  # a few M parameters
+    step = make_train_step(graphdef, optimizer, schedule, mesh)
+    return memory.train_step_memory(step, state, config.data.batch_size // NUM_DEVICES, config.data.length,
                                            graph.vocab_size, mesh)
 
 
@@ -44,7 +46,7 @@ def test_paper_shapes_fit_40_gib_per_device(name):
     started = time.perf_counter()
     memory = _step_memory(PAPER[name])
     print(f"{name}: {memory.describe()}, compiled in {time.perf_counter() - started:.1f} s")
-    assert memory.total_bytes <= BUDGET_GIB * memory_budget.GIB, f"{name}: {memory.describe()}"
+    assert memory.total_bytes <= BUDGET_GIB * memory.GIB, f"{name}: {memory.describe()}"
 
 
 def test_a_step_over_budget_fails_at_start_naming_the_fields(tmp_path):
@@ -52,8 +54,8 @@ def test_a_step_over_budget_fails_at_start_naming_the_fields(tmp_path):
     config = base.get_config("size=cpu")
     config.data.length, config.model.attention, config.train.memory_budget_gib = 2048, "xla", 1.0
     started = time.perf_counter()
-    with pytest.raises(train.ConfigError) as raised:
-        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(ConfigError) as raised:
+        loop.train_and_evaluate(config, str(tmp_path))
     message = str(raised.value)
     assert "\n" not in message and "config.train.memory_budget_gib=1" in message
     for field in ("config.data.batch_size", "config.data.length", "config.model.remat", "config.model.attention"):

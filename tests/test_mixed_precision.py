@@ -4,11 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.base import get_config
-from gssm_jax import parallel, train
-from gssm_jax.graph import GraphSpec
-from gssm_jax.kernels import sample_kernels
-from gssm_jax.sampler import sample_tokens
+from gssm_jax.configs.base import get_config
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.sampling import sample_tokens
+from gssm_jax.training import mesh as parallel
+from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 
 def test_bfloat16_step_keeps_float32_state_and_trains():
@@ -17,10 +18,10 @@ def test_bfloat16_step_keeps_float32_state_and_trains():
     config.model.attention = "blockwise"
     graph = GraphSpec.from_config(config.graph)
     mesh = parallel.data_parallel_mesh()
-    optimizer, schedule = train.make_optimizer(config.optimizer, 30)
-    graphdef, state = train.init_state(train.model_config(config, graph), 0, optimizer)
+    optimizer, schedule = make_optimizer(config.optimizer, 30)
+    graphdef, state = init_state(model_config(config, graph), 0, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
-    step = train.make_train_step(graphdef, optimizer, schedule, mesh)
+    step = make_train_step(graphdef, optimizer, schedule, mesh)
     # A fixed batch of the tiny graph's tokens: 30 steps must fit it well below the uniform loss log V.
     tokens = sample_tokens(jax.random.key(1), graph, sample_kernels(jax.random.key(0), graph), 16, 32,
                            sharding=parallel.batch_sharded(mesh))
