@@ -79,8 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Causal attention: auto (fastest available here), xla (reference, O(T^2) memory), blockwise (O(T x block)
     # memory, any backend) or cudnn (NVIDIA GPUs, bfloat16); gssm_jax.models.attention.
     config.model.attention = "auto"
-    # Recompute each block's activations in the backward pass (True: about a third more compute, activation
-    # memory of one block instead of depth blocks).
+    # Recompute each block's activations in the backward pass (True: stores only block inputs, for one more
+    # forward pass; on CPU at T=2048 it saved 8% of the step's memory for 27% more time: benchmarks/RESULTS.md).
     config.model.remat = False
     # Multiplier on the init standard deviation of the weight matrices (> 0; 1.0 = fan-in scaling).
     config.model.init_scale = 1.0
