@@ -1,11 +1,13 @@
 """Train-step throughput at the issue-11 shapes: `auto` attention against today's `xla` in the same run.
 
-  python -m benchmarks.train_step [--steps=10] [--devices=1] [--hugepages] [--shapes=s256_e64,...]
+  python -m benchmarks.train_step [--steps=10] [--devices=1] [--hugepages] [--shapes=s256_e64,...] [--kinds=...]
 
 Shapes (float32, batch 16, vocab 32 (gssm_jax/configs/base.py's graph), 4 layers, 4 heads, AdamW), as timed for
 the seed's PyTorch anchor by /work/shared/tools/anchor_train_throughput.py:
   s256_e64 (T=256, width 64), s256_e128 (T=256, width 128), s2048_e64 (T=2048, width 64).
-Each (shape, attention) cell runs in its own subprocess, so peak RSS is per cell. A row reports tokens/s
+Each shape also times every other learner of `gssm_jax.models.registry` (`--kinds`) at the width that matches
+the shape's transformer in parameters (`registry.matched_widths`; same depth, batch and optimizer), with its
+kind's default scan. Each cell (shape, attention or learner) runs in its own subprocess, so peak RSS is per cell. A row reports tokens/s
 (median step), the ratio to the `xla` cell of the same shape, peak RSS (MiB), compile time, the
 implementation `auto` resolved to, and the share of (step + sampling) spent sampling the batch on device.
 --devices splits the batch over that many CPU devices; --hugepages runs each cell with
@@ -33,7 +35,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per cell (after one warm
 _DEVICES = flags.DEFINE_integer("devices", 1, "CPU devices the batch is split over.")
 _HUGEPAGES = flags.DEFINE_bool("hugepages", False, "Run cells with GLIBC_TUNABLES=glibc.malloc.hugetlb=1.")
 _SHAPES = flags.DEFINE_list("shapes", list(SHAPES), "Shapes to run.")
-_CELL = flags.DEFINE_string("cell", "", "Internal: run one cell 'shape:attention' in this process.")
+_KINDS = flags.DEFINE_list("kinds", [], "Learners other than the transformer (default: every registry kind).")
+_CELL = flags.DEFINE_string("cell", "", "Internal: run one cell 'shape:attention' or 'shape:kind' in this process.")
+ATTENTIONS = ("xla", "auto")
 
 
 def _median_seconds(function, repetitions: int) -> float:
@@ -45,8 +49,8 @@ def _median_seconds(function, repetitions: int) -> float:
     return float(np.median(times))
 
 
-def run_cell(shape: str, attention_name: str, steps: int) -> dict:
-    """Times one (shape, attention) cell in this process; returns its row as a dict."""
+def run_cell(shape: str, name: str, steps: int) -> dict:
+    """Times one cell in this process: the transformer with attention `name`, or learner `name`; returns its row."""
     import jax
 
     from gssm_jax import sampling as sampler
@@ -54,15 +58,20 @@ def run_cell(shape: str, attention_name: str, steps: int) -> dict:
     from gssm_jax.data import OnTheFlyBatches
     from gssm_jax.model.graph import GraphSpec
     from gssm_jax.model.kernels import sample_kernels
-    from gssm_jax.models import transformer
+    from gssm_jax.models import registry, transformer
     from gssm_jax.training import mesh as parallel
     from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
     length, width = SHAPES[shape]
     config = get_config()
-    config.model.update(width=width, depth=DEPTH, heads=HEADS, attention=attention_name)
+    config.model.update(width=width, depth=DEPTH, heads=HEADS)
     config.data.update(batch_size=BATCH, length=length)
     graph = GraphSpec.from_config(config.graph)
+    if name in ATTENTIONS:
+        config.model.attention = name
+    else:
+        config.model.width = registry.matched_widths(graph.vocab_size, config.model, (name,))[name].width
+        config.model.kind = name
     mesh = parallel.data_parallel_mesh()
     shape_config = model_config(config, graph)
     optimizer, schedule = make_optimizer(config.optimizer, 1000)
@@ -83,41 +92,45 @@ def run_cell(shape: str, attention_name: str, steps: int) -> dict:
     train_once(0)  # warm-up: first touch of the buffers
     step_s = _median_seconds(train_once, steps)
     sample_s = _median_seconds(lambda index: jax.block_until_ready(data.batch(index + 1)), steps)
-    return {"shape": shape, "attention": attention_name,
-            "resolved": transformer.check_attention(shape_config, length).name,
+    resolved = (transformer.check_attention(shape_config, length).name if name in ATTENTIONS
+                else f"width {config.model.width}, {registry.count_parameters(state['params']):,} parameters")
+    return {"shape": shape, "attention": name, "resolved": resolved,
             "devices": jax.device_count(), "tokens_per_s": BATCH * length / step_s, "step_s": step_s,
             "compile_s": compile_s, "sampling_share": sample_s / (step_s + sample_s),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
 
 
-def _subprocess_cell(shape: str, attention_name: str) -> dict:
-    steps = 2 if (shape == "s2048_e64" and attention_name == "xla") else _STEPS.value
+def _subprocess_cell(shape: str, name: str) -> dict:
+    steps = 2 if (shape == "s2048_e64" and name == "xla") else _STEPS.value
     env = dict(os.environ)
     if _DEVICES.value > 1:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_DEVICES.value}"
     if _HUGEPAGES.value:
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-    command = [sys.executable, "-m", "benchmarks.train_step", f"--cell={shape}:{attention_name}", f"--steps={steps}"]
+    command = [sys.executable, "-m", "benchmarks.train_step", f"--cell={shape}:{name}", f"--steps={steps}"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode:
-        return {"shape": shape, "attention": attention_name, "error": result.stderr.strip().splitlines()[-1]}
+        return {"shape": shape, "attention": name, "error": result.stderr.strip().splitlines()[-1]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv):
     del argv
     if _CELL.value:
-        shape, attention_name = _CELL.value.split(":")
-        print(json.dumps(run_cell(shape, attention_name, _STEPS.value)))
+        shape, name = _CELL.value.split(":")
+        print(json.dumps(run_cell(shape, name, _STEPS.value)))
         return
     print(f"{_DEVICES.value} CPU device(s), hugepages={_HUGEPAGES.value}, batch {BATCH}, {DEPTH} layers, "
           f"{HEADS} heads, float32; median of {_STEPS.value} steps (T=2048 xla: 2)")
-    header = ("| shape | attention (resolved) | tokens/s | vs xla | anchor (torch.compile) | peak RSS MiB | "
+    from gssm_jax.models import registry
+
+    kinds = _KINDS.value or [kind for kind in registry.KINDS if kind != "transformer"]
+    header = ("| shape | attention or learner (resolved) | tokens/s | vs xla | anchor (torch.compile) | peak RSS MiB | "
               "compile s | sampling share |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for shape in _SHAPES.value:
-        rows = [_subprocess_cell(shape, name) for name in ("xla", "auto")]
+        rows = [_subprocess_cell(shape, name) for name in (*ATTENTIONS, *kinds)]
         baseline = rows[0].get("tokens_per_s")
         for row in rows:
             if "error" in row:

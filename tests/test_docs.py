@@ -19,7 +19,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMAND = re.compile(r"^(gssm-[a-z0-9-]+|python -m |make )")
+# A command, after optional environment assignments (`VAR=value ... gssm-train ...`).
+COMMAND = re.compile(r"^([A-Z_]+=\S+ )*(gssm-[a-z0-9-]+|python -m |make )")
+ASSIGNMENT = re.compile(r"^[A-Z_]+=")
 
 # The recurring overrides that make a training run take seconds.
 TINY_TRAIN = ("--config.train.num_steps=4 --config.train.log_every=2 --config.train.eval_every=4 "
@@ -50,6 +52,12 @@ CHEAP = {
     "--workdir=runs/small_alpha_z":
         "gssm-train --config=base:size=tiny,alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=20 "
         "--config.model.width=16 --workdir=runs/small_alpha_z",
+    "gssm-train --config=base --config.model.kind=mamba --workdir=runs/mamba":
+        "gssm-train --config=base:size=tiny --config.model.kind=mamba --workdir=runs/mamba",
+    "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_force_host_platform_device_count=2 gssm-train "
+    "--config=base --workdir=runs/train_fast":
+        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 XLA_FLAGS=--xla_force_host_platform_device_count=2 gssm-train "
+        "--config=base:size=tiny --workdir=runs/train_fast",
     "gssm-train --config=base --config.train.num_steps=200 --workdir=runs/train_200":
         "gssm-train --config=base:size=tiny --config.train.num_steps=10 --workdir=runs/train_200",
     # Finite data (gssm-train from file reads the dataset generated first).
@@ -113,6 +121,8 @@ CHEAP = {
         "--workdir=runs/difficulty",
     # Benchmarks (from a checkout).
     "python -m benchmarks.sampler": "python -m benchmarks.sampler --quick --batches 8",
+    "python -m benchmarks.train_step --hugepages --devices=2":
+        "python -m benchmarks.train_step --hugepages --devices=2 --shapes=s256_e64 --steps=1 --kinds=mingru",
     "python -m benchmarks.forward": skip("minutes even with --quick (the 8x4 reference pass); run by make benchmarks"),
 }
 
@@ -185,11 +195,20 @@ def test_every_console_script_exists_and_is_documented():
         assert script in documented, f"{script} appears in no documented command"
 
 
-def _argv(command: str, scripts: dict[str, str]) -> list[str]:
+def _argv(command: str, scripts: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The argv that runs `command`, and the environment assignments in front of it."""
     words = shlex.split(command)
+    assignments = {}
+    while ASSIGNMENT.match(words[0]):
+        name, value = words.pop(0).split("=", 1)
+        assignments[name] = value
+    return _program(words, scripts), assignments
+
+
+def _program(words: list[str], scripts: dict[str, str]) -> list[str]:
     if words[0] in scripts:
         return [sys.executable, "-m", scripts[words[0]], *words[1:]]
-    assert words[:2] == ["python", "-m"], command
+    assert words[:2] == ["python", "-m"], words
     return [sys.executable, *words[1:]]
 
 
@@ -202,7 +221,8 @@ def test_documented_commands_run_in_their_cheap_form(tmp_path):
             continue
         done.add(cheap)
         start = time.perf_counter()
-        completed = subprocess.run(_argv(cheap, scripts), cwd=tmp_path, env=environment, capture_output=True,
+        argv, assignments = _argv(cheap, scripts)
+        completed = subprocess.run(argv, cwd=tmp_path, env={**environment, **assignments}, capture_output=True,
                                    text=True, timeout=600)
         assert completed.returncode == 0, (f"{cheap!r} (for the documented {documented!r}) failed:\n"
                                            f"{completed.stderr[-3000:]}")
