@@ -29,6 +29,8 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.sampler
 	$(BIN)/python -m benchmarks.forward
 	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.learners
+	$(BIN)/python -m benchmarks.accelerator
 	$(BIN)/python -m benchmarks.data
 	$(BIN)/python -m benchmarks.calibration
 
