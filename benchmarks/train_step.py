@@ -9,7 +9,8 @@ Each shape also times every other learner of `gssm_jax.models.registry` (`--kind
 the shape's transformer in parameters (`registry.matched_widths`; same depth, batch and optimizer), with its
 kind's default scan. Each cell (shape, attention or learner) runs in its own subprocess, so peak RSS is per
 cell. A row reports tokens/s (median step), the ratio to the `xla` cell of the same shape, peak RSS (MiB),
-compile time, the implementation `auto` resolved to (a learner: its width and parameters), and the share of (step + sampling) spent sampling the batch on device.
+compile time, the implementation `auto` resolved to (a learner: its width and parameters), and the share of
+(step + sampling) spent sampling the batch on device.
 --devices splits the batch over that many CPU devices; --hugepages runs each cell with
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for XLA's buffers: no page fault per 4 KiB
 of temporaries on every step; benchmarks/RESULTS.md).
