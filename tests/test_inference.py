@@ -328,6 +328,36 @@ def test_context_monte_carlo_agrees_with_the_exact_mixture():
                                rtol=1e-5)
 
 
+def test_context_bias_estimate_matches_the_observed_bias():
+    """With few draws the Monte Carlo log-likelihood is biased low; ContextEstimate.bias predicts by how much."""
+    graph = _context_graph()
+    kernels = sample_kernels(jax.random.key(13), graph)
+    tokens = np.array([[0, 1, 1, 2, 0, 0], [2, 2, 2, 2, 2, 2], [1, 0, 2, 1, 0, 1]])
+    exact = exact_context_log_likelihood(graph, np.asarray(kernels["Z"], np.float64), tokens)
+    repeats, draws = 400, 4
+    errors, biases = [], []
+    for index in range(repeats):
+        estimate = inference.context_log_likelihood(graph, kernels, tokens, jax.random.key(100 + index), draws)
+        errors.append(np.asarray(estimate.log_likelihood) - exact)
+        biases.append(np.asarray(estimate.bias))
+    errors, biases = np.array(errors), np.array(biases)  # (repeats, batch)
+    observed, predicted = errors.mean(axis=0), biases.mean(axis=0)
+    assert np.all(observed < 0), observed  # Jensen: biased low
+    # Both means are over independent repeats: compare within 4 standard errors of their difference.
+    spread = np.std(errors - biases, axis=0, ddof=1) / math.sqrt(repeats)
+    assert np.all(np.abs(observed - predicted) <= 4 * spread + 0.25 * np.abs(observed)), (observed, predicted, spread)
+
+
+def test_entropy_rate_doubles_draws_until_the_bias_is_below_the_standard_error():
+    graph = _context_graph()
+    kernels = sample_kernels(jax.random.key(13), graph)
+    tokens = np.asarray(sampler.sample_tokens(jax.random.key(16), graph, kernels, 64, 24))
+    fixed = inference.entropy_rate(graph, kernels, tokens, key=jax.random.key(17), num_draws=2)
+    rate = inference.entropy_rate(graph, kernels, tokens, key=jax.random.key(17))
+    assert float(fixed.bias) > float(fixed.standard_error)  # two draws are not enough here
+    assert 0 <= float(rate.bias) <= float(rate.standard_error), rate
+
+
 def test_context_graphs_refuse_the_exact_pass_and_need_a_key():
     graph = _context_graph()
     kernels = sample_kernels(jax.random.key(15), graph)

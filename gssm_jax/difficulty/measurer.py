@@ -82,7 +82,7 @@ def sample_seed_batch(graph: GraphSpec, seed: int, batch_size: int, length: int,
 def entropy_bits_per_token(graph: GraphSpec, kernels: dict, tokens) -> float:
     """Exact entropy rate estimate on `tokens` (mean over the batch), converted from nats to bits per token."""
     # graph.structure: one compilation of the forward algorithm serves every alpha of a search.
-    nats, _ = inference.entropy_rate(graph.structure, kernels, tokens)
+    nats = inference.entropy_rate(graph.structure, kernels, tokens).nats_per_token
     return float(nats) / NATS_PER_BIT
 
 

@@ -21,7 +21,9 @@ nats per token.
 loss is `-log E_K[p(x | K)]` over the Dirichlet prior of K. `context_log_likelihood` *estimates* it
 by Monte Carlo over `num_draws` prior draws per sequence (log-mean-exp of per-draw likelihoods),
 with a delta-method standard error; the estimate of `log p` is biased low by Jensen's inequality
-(the loss biased high) and its variance grows with the sequence length.
+(the loss biased high) and its variance grows with the sequence length. The bias shrinks as 1 / draws,
+so the two halves of the draws estimate it (`ContextEstimate.bias`, Richardson); `entropy_rate`
+doubles its draws until that bias is below the standard error it reports.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from gssm_jax.model.kernels import Kernels, conditional_table, sample_node_kerne
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
 CHUNK_BYTES = 2**22
 DEFAULT_NUM_DRAWS = 64
+# entropy_rate's default draws for context graphs: doubled from DEFAULT_NUM_DRAWS while the estimated bias
+# exceeds the standard error, up to this many.
+MAX_NUM_DRAWS = 4096
 # Independent hidden chains with at most this many (padded) joint values take the sequences-minor
 # pass (chain_forward.forward_minor), larger ones the Kronecker-block pass.
 MINOR_MAX_STATES = 4096
@@ -56,10 +61,13 @@ class EntropyRate(NamedTuple):
       nats_per_token: mean over sequences of `-log p(sequence) / length` (scalar).
       standard_error: standard error of that mean over sequences (sample std / sqrt(batch)); for
         context graphs it includes the Monte Carlo noise, which is independent per sequence.
+      bias: context graphs: the estimated amount by which `nats_per_token` exceeds the exact rate
+        (Jensen's bias of the Monte Carlo estimate, from `ContextEstimate.bias`); 0 for exact rates.
     """
 
     nats_per_token: jax.Array
     standard_error: jax.Array
+    bias: jax.Array | float = 0.0
 
 
 class ContextEstimate(NamedTuple):
@@ -70,11 +78,14 @@ class ContextEstimate(NamedTuple):
       standard_error: `(batch,)` delta-method standard error of that estimate over the draws.
       token_losses: `(batch, length)` estimate of `-log p(x_t | x_<t)`, nats per token (differences
         of the estimated log-likelihoods of consecutive prefixes).
+      bias: `(batch,)` estimated bias of `log_likelihood` (<= 0 in expectation): with D draws the bias
+        is ~ -c / D, so the mean of the two half-draw estimates minus the full estimate estimates it.
     """
 
     log_likelihood: jax.Array
     standard_error: jax.Array
     token_losses: jax.Array
+    bias: jax.Array
 
 
 # ---- public API ------------------------------------------------------------------------------------
@@ -122,15 +133,16 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
       kernels: kernels of the non-context nodes (the context entries are ignored).
       tokens: integer `(batch, length)`.
       key: a `jax.random.key` for the draws.
-      num_draws: number of prior draws per sequence (>= 2, for the standard error).
+      num_draws: number of prior draws per sequence (even, >= 2: for the standard error and the bias).
 
     Returns:
       a `ContextEstimate` (nats).
     """
     if not _context_nodes(graph):
         raise ValueError("context_log_likelihood: the graph has no context nodes; use log_likelihood (exact)")
-    if num_draws < 2:
-        raise ValueError(f"num_draws is {num_draws}; use at least 2 draws so that a standard error exists")
+    if num_draws < 2 or num_draws % 2:
+        raise ValueError(f"num_draws is {num_draws}; use an even number >= 2 (the standard error and the bias "
+                         "estimate compare draws)")
     tokens = _check_tokens(graph, tokens)
     tables = {name: conditional_table(graph, kernels, name)
               for name in _node_names(graph) if name not in _context_nodes(graph)}
@@ -138,7 +150,7 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
 
 
 def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array | None = None,
-                 num_draws: int = DEFAULT_NUM_DRAWS) -> EntropyRate:
+                 num_draws: int | None = None) -> EntropyRate:
     """Bayes-optimal loss of a batch in nats per token, with its standard error over sequences.
 
     Exact (up to float rounding) when the graph has no context nodes; otherwise a Monte Carlo
@@ -149,10 +161,12 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
       kernels: the true kernels.
       tokens: integer `(batch, length)`.
       key: `jax.random.key` for the context-node draws; only for graphs with context nodes.
-      num_draws: prior draws per sequence for context nodes.
+      num_draws: prior draws per sequence for context nodes; None: DEFAULT_NUM_DRAWS, doubled (fresh
+        draws from the same key) while the estimated bias exceeds the standard error, up to MAX_NUM_DRAWS.
 
     Returns:
-      `EntropyRate(nats_per_token, standard_error)`, scalars.
+      `EntropyRate(nats_per_token, standard_error, bias)`, scalars; check `bias` against `standard_error`
+      for context graphs (it stays above only when MAX_NUM_DRAWS draws were not enough).
     """
     tokens = _check_tokens(graph, tokens)
     if _context_nodes(graph):
@@ -161,10 +175,15 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
                 f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know: "
                 "pass key=jax.random.key(...) for the Monte Carlo estimate"
             )
-        sequence_losses = -context_log_likelihood(graph, kernels, tokens, key, num_draws).log_likelihood
-    else:
-        sequence_losses = negative_log_likelihood(graph, kernels, tokens)
-    return _mean_and_standard_error(sequence_losses / tokens.shape[1])
+        draws = num_draws or DEFAULT_NUM_DRAWS
+        while True:
+            estimate = context_log_likelihood(graph, kernels, tokens, key, draws)
+            rate = _mean_and_standard_error(-estimate.log_likelihood / tokens.shape[1])
+            bias = -jnp.mean(estimate.bias) / tokens.shape[1]
+            if num_draws is not None or draws >= MAX_NUM_DRAWS or bias <= rate.standard_error:
+                return rate._replace(bias=bias)
+            draws *= 2
+    return _mean_and_standard_error(negative_log_likelihood(graph, kernels, tokens) / tokens.shape[1])
 
 
 # ---- checks at the boundary -----------------------------------------------------------------------
@@ -292,12 +311,15 @@ def _context_estimate(graph: GraphSpec, tables: dict[str, jax.Array], tokens: ja
 
     prefix_log_likelihoods = lax.map(one_draw, jax.random.split(key, num_draws))  # (draws, batch, length)
     prefix_estimates = jax.nn.logsumexp(prefix_log_likelihoods, axis=0) - math.log(num_draws)
+    halves = prefix_log_likelihoods[:, :, -1].reshape(2, num_draws // 2, batch)
+    half_estimates = jax.nn.logsumexp(halves, axis=1) - math.log(num_draws // 2)  # (2, batch)
     # Delta method: with w_d = p(x | K_d) / max_d, se(log mean w) ~= std(w) / (sqrt(D) mean(w)).
     final = prefix_log_likelihoods[:, :, -1]
     weights = jnp.exp(final - jnp.max(final, axis=0))
     standard_error = jnp.std(weights, axis=0, ddof=1) / (math.sqrt(num_draws) * jnp.mean(weights, axis=0))
     losses = -jnp.diff(prefix_estimates, axis=1, prepend=jnp.zeros((batch, 1), prefix_estimates.dtype))
-    return ContextEstimate(prefix_estimates[:, -1], standard_error, losses)
+    return ContextEstimate(prefix_estimates[:, -1], standard_error, losses,
+                           jnp.mean(half_estimates, axis=0) - prefix_estimates[:, -1])
 
 
 # ---- numerics -------------------------------------------------------------------------------------
