@@ -12,6 +12,7 @@ from scipy.special import gammaln
 from benchmarks.forward import numpy_dense_losses, numpy_factorised_losses
 from gssm_jax.inference import api as inference
 from gssm_jax.inference import chains as chain_forward
+from gssm_jax.model.families import FAMILIES
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import conditional_tables, sample_kernels
 from gssm_jax.sampling import reference, sampler
@@ -91,14 +92,16 @@ def _tiny_case(name, seed=0, batch=3, length=4):
     return graph, kernels, tables, tokens
 
 
+@pytest.mark.parametrize("implementation", ["cpu", "batched"])
 @pytest.mark.parametrize("name", sorted(TINY_GRAPHS))
-def test_token_losses_match_brute_force_in_float64(name):
+def test_token_losses_match_brute_force_in_float64(name, implementation):
+    """Both implementations, forced on the CPU, so that the accelerator path compiles and runs in CI."""
     graph, kernels, _, tokens = _tiny_case(name)
     with jax.enable_x64(True):
         kernels64 = jax.tree.map(lambda table: jnp.asarray(table, jnp.float64), kernels)
         # Product kernels are renormalised in float64 here, so the reference uses the same tables.
         tables64 = {n: np.asarray(t) for n, t in conditional_tables(graph, kernels64).items()}
-        losses = np.asarray(inference.token_losses(graph, kernels64, tokens))
+        losses = np.asarray(inference.token_losses(graph, kernels64, tokens, implementation=implementation))
     expected = -np.diff(brute_force_prefix_log_probs(graph, tables64, tokens), axis=1, prepend=0.0)
     assert losses.dtype == np.float64
     # Each step rounds O(S * sum of states) products and a normalisation: 100 * S * T eps is generous
@@ -155,7 +158,8 @@ def test_tiny_graphs_cover_the_chain_pass_and_the_general_pass():
     assert inference._pass(eight_by_four, frozenset()) == "blocks"
 
 
-@pytest.mark.parametrize("chain_pass", [chain_forward.forward_minor, chain_forward.forward_blocks])
+@pytest.mark.parametrize("chain_pass", [chain_forward.forward_minor, chain_forward.forward_blocks,
+                                        chain_forward.forward_blocks_batched])
 def test_independent_chain_passes_match_dense_forward_pass(chain_pass):
     """Uneven state counts (padded to 4 by forward_minor; blocks (Z1, Z2) and (Z3) in forward_blocks), a
     node without X, X reading a subset of the hidden nodes."""
@@ -183,6 +187,29 @@ def test_independent_chain_passes_match_dense_forward_pass(chain_pass):
     losses = np.asarray(run(graph, conditional_tables(graph, kernels), jnp.asarray(tokens, jnp.int32)))
     # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
     np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_both_implementations_match_the_float64_reference_on_every_family(family):
+    """Each Experiment 1 family at its real size (8x4/V64 included), a few short sequences."""
+    graph = GraphSpec.from_config(FAMILIES[family].config(0.1, 0.1))
+    kernels = sample_kernels(jax.random.key(5), graph)
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    tokens = reference.sample(np.random.default_rng(5), graph, tables, 3, 6)
+    expected = numpy_factorised_losses(graph, tables, tokens)
+    for implementation in ("cpu", "batched"):
+        losses = np.asarray(inference.token_losses(graph, kernels, tokens, implementation=implementation))
+        # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
+        np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()),
+                                   err_msg=implementation)
+
+
+def test_implementation_is_chosen_by_backend_and_checked():
+    assert inference.resolve_implementation("auto") == ("cpu" if jax.default_backend() == "cpu" else "batched")
+    assert inference.resolve_implementation("batched") == "batched"
+    graph, kernels, _, tokens = _tiny_case("feedback")
+    with pytest.raises(ValueError, match="implementation is 'gpu'; use one of auto, cpu, batched"):
+        inference.token_losses(graph, kernels, tokens, implementation="gpu")
 
 
 def test_token_dtypes_give_the_same_losses():

@@ -28,8 +28,10 @@ doubles its draws until that bias is below the standard error it reports.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import os
 from typing import NamedTuple
 
 import jax
@@ -45,6 +47,11 @@ from gssm_jax.model.kernels import Kernels, conditional_table, sample_node_kerne
 # A chunk of sequences whose beliefs fit in about this many bytes is advanced together through
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
 CHUNK_BYTES = 2**22
+# The batched (accelerator) pass advances as many sequences together as this many bytes of belief hold.
+BATCHED_CHUNK_BYTES = 2**30
+# "cpu": cache-sized chunks, one piece of the batch per core; "batched": every sequence of a chunk
+# advanced together by batched contractions (GPU/TPU); "auto": by `jax.default_backend()`.
+IMPLEMENTATIONS = ("auto", "cpu", "batched")
 DEFAULT_NUM_DRAWS = 64
 # entropy_rate's default draws for context graphs: doubled from DEFAULT_NUM_DRAWS while the estimated bias
 # exceeds the standard error, up to this many.
@@ -91,7 +98,7 @@ class ContextEstimate(NamedTuple):
 # ---- public API ------------------------------------------------------------------------------------
 
 
-def token_losses(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
     """The Bayes-optimal next-token loss at every position, exactly.
 
     Args:
@@ -99,6 +106,7 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
       kernels: the true kernels (`gssm_jax.kernels.sample_kernels`, or numpy tables
         `(*input_sizes, states)`); computed in their float dtype (float32 unless x64 is enabled).
       tokens: integer `(batch, length)` (uint8, int32 or int64); values outside [0, V) give NaN.
+      implementation: "auto" (by `jax.default_backend()`), "cpu" or "batched" (`IMPLEMENTATIONS`).
 
     Returns:
       `(batch, length)` float: `-log p(x_t | x_<t)` in nats per token; +inf where the sequence is
@@ -106,17 +114,17 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
     """
     _check_exact(graph)
     tokens = _check_tokens(graph, tokens)
-    return _token_losses(graph, _tables(graph, kernels), tokens)
+    return _token_losses(graph, _tables(graph, kernels), tokens, implementation)
 
 
-def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
     """`-log p(x_0..x_{T-1})` of every sequence, in nats per sequence (>= 0); arguments as `token_losses`."""
-    return _sequence_sums(token_losses(graph, kernels, tokens))
+    return _sequence_sums(token_losses(graph, kernels, tokens, implementation=implementation))
 
 
-def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens) -> jax.Array:
+def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
     """`log p(x_0..x_{T-1})` of every sequence, in nats per sequence (<= 0); arguments as `token_losses`."""
-    return -negative_log_likelihood(graph, kernels, tokens)
+    return -negative_log_likelihood(graph, kernels, tokens, implementation=implementation)
 
 
 def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.Array,
@@ -150,7 +158,7 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
 
 
 def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array | None = None,
-                 num_draws: int | None = None) -> EntropyRate:
+                 num_draws: int | None = None, implementation: str = "auto") -> EntropyRate:
     """Bayes-optimal loss of a batch in nats per token, with its standard error over sequences.
 
     Exact (up to float rounding) when the graph has no context nodes; otherwise a Monte Carlo
@@ -163,6 +171,7 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
       key: `jax.random.key` for the context-node draws; only for graphs with context nodes.
       num_draws: prior draws per sequence for context nodes; None: DEFAULT_NUM_DRAWS, doubled (fresh
         draws from the same key) while the estimated bias exceeds the standard error, up to MAX_NUM_DRAWS.
+      implementation: the exact pass's implementation (`token_losses`); context graphs use "cpu".
 
     Returns:
       `EntropyRate(nats_per_token, standard_error, bias)`, scalars; check `bias` against `standard_error`
@@ -183,7 +192,8 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
             if num_draws is not None or draws >= MAX_NUM_DRAWS or bias <= rate.standard_error:
                 return rate._replace(bias=bias)
             draws *= 2
-    return _mean_and_standard_error(negative_log_likelihood(graph, kernels, tokens) / tokens.shape[1])
+    sequence_losses = negative_log_likelihood(graph, kernels, tokens, implementation=implementation)
+    return _mean_and_standard_error(sequence_losses / tokens.shape[1])
 
 
 # ---- checks at the boundary -----------------------------------------------------------------------
@@ -218,45 +228,63 @@ def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
     return {name: jnp.asarray(conditional_table(graph, kernels, name)) for name in _node_names(graph)}
 
 
-# ---- the forward pass: sequences over devices, then chunks -------------------------------------------
+# ---- the forward pass: sequences over devices (or cores), then chunks ----------------------------------
 
 
-def _pass(graph: GraphSpec, per_sequence: frozenset[str]) -> str:
-    """The fastest forward pass that applies: "minor", "blocks" (`chain_forward`) or "general"."""
+def resolve_implementation(implementation: str) -> str:
+    """"cpu" or "batched" for an `implementation` argument; "auto" picks by `jax.default_backend()`."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation is {implementation!r}; use one of {', '.join(IMPLEMENTATIONS)}")
+    if implementation == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "batched"
+    return implementation
+
+
+def _pass(graph: GraphSpec, per_sequence: frozenset[str], implementation: str = "cpu") -> str:
+    """The fastest forward pass that applies: "minor", "blocks", "batched_blocks" or "general"."""
     if per_sequence or not chain_forward.independent_chains(graph):
         return "general"
+    if implementation == "batched":
+        return "batched_blocks"
     return "minor" if chain_forward.padded_states(graph) <= MINOR_MAX_STATES else "blocks"
 
 
-def _chunk_size(graph: GraphSpec, per_sequence: frozenset[str], per_device: int, itemsize: int) -> int:
-    if _pass(graph, per_sequence) == "blocks":
+def _chunk_size(graph: GraphSpec, per_sequence: frozenset[str], per_device: int, itemsize: int,
+                implementation: str) -> int:
+    kind = _pass(graph, per_sequence, implementation)
+    if kind == "blocks":
         return per_device  # forward_blocks advances one sequence at a time itself
-    return max(1, min(per_device, CHUNK_BYTES // (graph.num_latent_states * itemsize)))
+    budget = BATCHED_CHUNK_BYTES if implementation == "batched" else CHUNK_BYTES
+    states = chain_forward.padded_states(graph) if kind == "minor" else graph.num_latent_states
+    return max(1, min(per_device, budget // (states * itemsize)))
 
 
 def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                   per_sequence: frozenset[str]) -> jax.Array:
+                   per_sequence: frozenset[str], implementation: str) -> jax.Array:
     """Token losses `(chunk, length)` of one chunk of sequences, in nats per token."""
-    kind = _pass(graph, per_sequence)
+    kind = _pass(graph, per_sequence, implementation)
     if kind == "minor":
         return chain_forward.forward_minor(graph, tables, tokens)
     if kind == "blocks":
         return chain_forward.forward_blocks(graph, tables, tokens)
+    if kind == "batched_blocks":
+        return chain_forward.forward_blocks_batched(graph, tables, tokens)
     return factorised_forward.forward_chunk(graph, tables, tokens, per_sequence)
 
 
-@functools.partial(jax.jit, static_argnames=("graph", "per_sequence"))
+@functools.partial(jax.jit, static_argnames=("graph", "per_sequence", "implementation"))
 def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                     per_sequence: frozenset[str] = frozenset()) -> jax.Array:
+                     per_sequence: frozenset[str] = frozenset(), implementation: str = "cpu") -> jax.Array:
     """Token losses `(batch, length)`: sequences split over all devices, then into chunks on each.
 
-    `tables[name]` has a leading batch axis for the names in `per_sequence`.
+    `tables[name]` has a leading batch axis for the names in `per_sequence`; `implementation` is
+    "cpu" or "batched" (`resolve_implementation`).
     """
     batch, length = tokens.shape
     devices = jax.devices()[:batch]
     dtype = jnp.result_type(*tables.values())
     per_device = -(-batch // len(devices))
-    chunk = _chunk_size(graph, per_sequence, per_device, jnp.dtype(dtype).itemsize)
+    chunk = _chunk_size(graph, per_sequence, per_device, jnp.dtype(dtype).itemsize, implementation)
     per_device = -(-per_device // chunk) * chunk
     padding = per_device * len(devices) - batch
 
@@ -272,7 +300,7 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
 
         def run(chunk_inputs):
             chunk_tokens, chunk_tables = chunk_inputs
-            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence)
+            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, implementation)
 
         return lax.map(run, (split(tokens), jax.tree.map(split, own))).reshape(per_device, length)
 
@@ -283,8 +311,36 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
     return losses[:batch]
 
 
-def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array) -> jax.Array:
-    return _chunked_forward(graph, tables, tokens)
+def _cpu_parts(batch: int, implementation: str) -> int:
+    """Pieces of the batch run concurrently on a single CPU device: one per core available."""
+    if implementation != "cpu" or jax.local_device_count() > 1:
+        return 1
+    return max(1, min(batch, len(os.sched_getaffinity(0))))
+
+
+def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                  implementation: str = "auto") -> jax.Array:
+    """`_chunked_forward`, with the batch cut into one equal piece per core on a single CPU device.
+
+    A jitted call runs its sequential time loop on one thread; XLA:CPU runs separate calls on
+    separate threads, so pieces dispatched from a thread pool use every core with no device count
+    or XLA flag set by the caller (several CPU devices are used through `_chunked_forward`'s mesh).
+    """
+    implementation = resolve_implementation(implementation)
+    parts = _cpu_parts(tokens.shape[0], implementation)
+    if parts == 1:
+        return _chunked_forward(graph, tables, tokens, implementation=implementation)
+    batch = tokens.shape[0]
+    size = -(-batch // parts)
+    padded = jnp.concatenate([tokens, jnp.zeros((size * parts - batch, tokens.shape[1]), tokens.dtype)])
+
+    def piece(index):
+        return jax.block_until_ready(
+            _chunked_forward(graph, tables, padded[index * size:(index + 1) * size], implementation=implementation))
+
+    with concurrent.futures.ThreadPoolExecutor(parts) as pool:
+        losses = list(pool.map(piece, range(parts)))
+    return jnp.concatenate(losses)[:batch]
 
 
 # ---- context nodes: Monte Carlo over kernel draws ------------------------------------------------------
