@@ -2,8 +2,10 @@
 
 The held-out set is `sample_tokens(keys.heldout_key(eval_seed), graph, kernels, num_sequences, length)`, fixed
 for a run and independent of the training stream. Its Bayes-optimal per-token losses
-(`inference.token_losses`, nats) are computed once and cached in `workdir/eval_optimal_losses.npz`,
-keyed by everything they depend on.
+(`inference.token_losses`, nats) depend only on the graph, the kernels and the tokens, not on the model,
+so they are computed once and cached beside the workdir, in `WORKDIR/../optimal_losses/<digest>.npz`
+keyed by the sha256 of everything they depend on: the model sizes of one Experiment 1 sweep cell
+(sibling workdirs) and a resumed run share one computation.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from gssm_jax.models import transformer
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.training import mesh as parallel
 
-OPTIMAL_CACHE_FILE = "eval_optimal_losses.npz"
+OPTIMAL_CACHE_DIR = "optimal_losses"  # beside the workdir, shared by sibling runs
+
+
+def optimal_cache_path(workdir: str, identity: dict[str, Any]) -> str:
+    """`WORKDIR/../optimal_losses/<sha256 of identity>.npz`: the cache file of one held-out set."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return os.path.join(os.path.dirname(os.path.abspath(workdir)), OPTIMAL_CACHE_DIR, f"{digest}.npz")
 
 
 def heldout_tokens(graph: GraphSpec, kernels: Kernels, num_sequences: int, length: int, eval_seed: int) -> jax.Array:
@@ -41,14 +49,15 @@ def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, toke
     """Bayes-optimal -log p(x_t | x_<t) of `tokens`, float32 (num_sequences, length) nats, cached on disk.
 
     `identity` (JSON-able: graph config, kernel seed, "eval_seed", sizes) names what the losses depend
-    on; a cache written for a different identity is recomputed. Graphs with `context` nodes get the
-    Monte Carlo estimate of `inference.context_log_likelihood` (key derived from the eval seed).
+    on; it keys the cache file (`optimal_cache_path`), so runs with equal identities share it. Graphs
+    with `context` nodes get the Monte Carlo estimate of `inference.context_log_likelihood` (key
+    derived from the eval seed).
     """
-    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    path = os.path.join(workdir, OPTIMAL_CACHE_FILE)
+    path = optimal_cache_path(workdir, identity)
+    fingerprint = os.path.splitext(os.path.basename(path))[0]
     if os.path.exists(path):
         with np.load(path) as cached:
-            if str(cached["fingerprint"]) == fingerprint:
+            if str(cached["fingerprint"]) == fingerprint and cached["optimal_losses"].shape == tokens.shape:
                 return cached["optimal_losses"]
     if any(node.mode == "context" for node in graph.nodes):
         # Kernels redrawn per sequence are unknown to the predictor: Monte Carlo estimate (biased high).
@@ -57,6 +66,7 @@ def cached_optimal_losses(workdir: str, graph: GraphSpec, kernels: Kernels, toke
     else:
         losses = inference.token_losses(graph, kernels, tokens)
     losses = np.asarray(losses, np.float32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     files.write_npz(path, optimal_losses=losses, fingerprint=np.asarray(fingerprint))
     return losses
 
