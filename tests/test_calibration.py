@@ -181,8 +181,11 @@ def test_calibrate_entry_point_writes_reports(tmp_path):
     config = get_config("graph=four_by_four")
     calibration = config.calibration
     calibration.seeds, calibration.batch_size, calibration.length, calibration.grid_points = (0, 1), 8, 256, 4
-    result = run_calibration(config, str(tmp_path), log=lambda line: None)
+    lines = []
+    result = run_calibration(config, str(tmp_path), log=lines.append)
     assert set(result["graphs"]["four_by_four"]["pairs"]) == {"entropy", "gzip"}
+    # Before searching, each measure logs the first trial's time and the total to expect.
+    assert sum("min in all" in line for line in lines) == 2
     assert set(json.loads((tmp_path / "calibration.json").read_text())["graphs"]) == {"four_by_four"}
     markdown = (tmp_path / "calibration.md").read_text()
     assert "entropy/small_alpha_z" in markdown and "gzip/small_alpha_x" in markdown

@@ -124,6 +124,19 @@ def test_measurer_uses_common_random_numbers_and_caches():
     assert first["entropy"].per_seed[0] != first["entropy"].per_seed[1]
 
 
+def test_measurer_takes_its_measures_together_at_each_setting(monkeypatch):
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE, length=LENGTH,
+                                   measures=("entropy", "gzip"))
+    alphas = {"alpha_X": 0.1, "alpha_Z": 0.1}
+    entropy = measurer(alphas, "entropy")
+    monkeypatch.setattr(measurer, "batches", lambda alphas: pytest.fail("the setting was sampled a second time"))
+    assert measurer(alphas, "gzip") == difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE,
+                                                            length=LENGTH)(alphas, "gzip")
+    assert measurer(alphas, "entropy") == entropy
+    with pytest.raises(ValueError, match="bogus"):
+        difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE, length=LENGTH, measures=("bogus",))
+
+
 def test_measurer_kernels_equal_sample_kernels_when_reused():
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(3, 4), batch_size=BATCH_SIZE, length=LENGTH)
     for alpha_z in (0.1, 0.2):  # the second setting reuses X's kernel from the first

@@ -118,10 +118,12 @@ class Measurer:
         `keys.calibration_data_key(s)`.
       batch_size: sequences per seed.
       length: tokens per sequence.
+      measures: measures taken together whenever a setting is measured (`__call__`), so a
+        calibration on several measures measures each setting once: their searches share the grid.
     """
 
     def __init__(self, graph_or_family: Any, *, seeds: Sequence[int], batch_size: int, length: int,
-                 max_cached_settings: int = 8):
+                 max_cached_settings: int = 8, measures: Sequence[str] = ()):
         if not seeds:
             raise ValueError("seeds is empty; give at least one graph seed, e.g. seeds=(0, 1, 2, 3)")
         self.graph_or_family = graph_or_family
@@ -129,6 +131,9 @@ class Measurer:
         self.batch_size = batch_size
         self.length = length
         self.max_cached_settings = max_cached_settings
+        self.measures = tuple(measures)
+        for measure in self.measures:
+            check_measure(measure)
         self._batches: dict[tuple, tuple[GraphSpec, list]] = {}
         self._values: dict[tuple, Difficulty] = {}
         self._node_kernels: dict[tuple, Any] = {}  # (seed, node index, NodeSpec, shape) -> kernel, last setting
@@ -191,8 +196,8 @@ class Measurer:
         return {m: self._values[(setting, m)] for m in measures}
 
     def __call__(self, alphas: Mapping[str, float], measure: str) -> Difficulty:
-        """One measure of one setting (see `measure`)."""
-        return self.measure(alphas, (measure,))[measure]
+        """One measure of one setting (see `measure`), taken with the measurer's other `measures`."""
+        return self.measure(alphas, tuple(dict.fromkeys((measure, *self.measures))))[measure]
 
 
 def difficulty(graph_or_family: Any, alphas: Mapping[str, float], *, measure: str, seeds: Sequence[int],

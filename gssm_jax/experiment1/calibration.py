@@ -24,6 +24,9 @@ from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 
 Log = Callable[[str], None]
+# Bracketing steps after the grid, per side, in the calibrations recorded in benchmarks/RESULTS.md (19-26
+# trials per measure with a 6-point grid): used only for the time estimate logged before a calibration.
+EXPECTED_REFINEMENTS = 5
 
 
 def calibration_path(workdir: str, graph: str, measure: str) -> str:
@@ -108,6 +111,7 @@ def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: An
     if measurer is None:
         measurer = difficulty.Measurer(get_family(graph), seeds=settings["seeds"], batch_size=settings["batch_size"],
                                        length=settings["length"])
+    _log_estimate(settings, measurer, log)
     pair = difficulty.calibrate_pair(measurer, measure=measure, tolerance=settings["tolerance"],
                                       small=settings["small"], target=settings.get("target"),
                                       reference=settings.get("reference"), bounds=tuple(settings["bounds"]),
@@ -121,6 +125,20 @@ def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: An
         log(f"calibration {graph} ({measure}): {side.name}: {side.free}={result.alpha:.4g} -> {result.mean:.4f} +- "
             f"{result.stderr:.4f} (target {pair.target:.4f}, converged={result.converged})")
     return record
+
+
+def _log_estimate(settings: dict[str, Any], measurer: Any, log: Log) -> None:
+    """Times the first trial (the reference setting, kept in the measurer's cache) and logs the total to expect."""
+    if "target" in settings:
+        return
+    reference = settings.get("reference", get_family(settings["graph"]).reference_alphas)
+    start = time.time()
+    measurer(reference, settings["measure"])
+    seconds = time.time() - start
+    trials = 1 + len(SIDES) * (settings["grid_points"] + EXPECTED_REFINEMENTS)
+    log(f"calibration {settings['graph']} ({settings['measure']}): the first trial took {seconds:.0f} s (with "
+        f"compilation, {len(measurer.measures) or 1} measure(s)); ~{trials} trials -> about {trials * seconds / 60:.0f} "
+        "min in all (less where settings are cached)")
 
 
 def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = print) -> dict:
@@ -148,7 +166,7 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
     for graph in calibration.graphs:
         family = get_family(graph)
         measurer = difficulty.Measurer(family, seeds=calibration.seeds, batch_size=calibration.batch_size,
-                                       length=calibration_length(config, graph))
+                                       length=calibration_length(config, graph), measures=measures)
         pairs = {measure: calibrate_graph(config, graph, measure, workdir, log, measurer) for measure in measures}
         reference = next(iter(pairs.values()))["settings"].get("reference", family.reference_alphas)
         settings = {"reference": reference, **{f"{measure}/{side.name}": record["alphas"][side.name]
