@@ -210,6 +210,9 @@ def test_implementation_is_chosen_by_backend_and_checked():
     graph, kernels, _, tokens = _tiny_case("feedback")
     with pytest.raises(ValueError, match="implementation is 'gpu'; use one of auto, cpu, batched"):
         inference.token_losses(graph, kernels, tokens, implementation="gpu")
+    # Inside the caller's jit the per-core pieces are skipped; the losses are the same.
+    traced = jax.jit(lambda tokens: inference.token_losses(graph, kernels, tokens))(tokens)
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(inference.token_losses(graph, kernels, tokens)))
 
 
 def test_token_dtypes_give_the_same_losses():

@@ -8,10 +8,11 @@ node at a time, multiplies by the emission and normalises (the steps are spelled
 
 The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
 about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
-shard per device: on a CPU with `jax_num_cpu_devices` set to the core count this uses every core),
-then advanced in chunks (`lax.map`) so that a chunk's belief stays in cache across the time loop.
-Each chunk takes the fastest pass that applies: `gssm_jax.chain_forward` when the hidden nodes are
-independent chains (the Experiment 1 graphs), `gssm_jax.factorised_forward` otherwise.
+shard per device) or, on a single CPU device (the default), into one piece per core run from a
+thread pool, so every core is used without any flag; then they are advanced in chunks (`lax.map`).
+`implementation` picks the passes: "cpu" (cache-sized chunks; for independent hidden chains, the
+Experiment 1 graphs, the fast passes of `chains`; `factorised` otherwise) or "batched" (GPU/TPU:
+large chunks advanced together, `chains.forward_blocks_batched`); "auto" picks by backend.
 
 Units: `token_losses` and `negative_log_likelihood` are in nats (per token and per sequence);
 `log_likelihood` is `log p(x_0..x_{T-1})` in nats per sequence, so it is <= 0; `entropy_rate` is in
@@ -327,7 +328,8 @@ def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Ar
     or XLA flag set by the caller (several CPU devices are used through `_chunked_forward`'s mesh).
     """
     implementation = resolve_implementation(implementation)
-    parts = _cpu_parts(tokens.shape[0], implementation)
+    # Under a trace (token_losses inside the caller's jit) the pieces cannot run on host threads.
+    parts = 1 if isinstance(tokens, jax.core.Tracer) else _cpu_parts(tokens.shape[0], implementation)
     if parts == 1:
         return _chunked_forward(graph, tables, tokens, implementation=implementation)
     batch = tokens.shape[0]

@@ -13,7 +13,9 @@ layouts faster than the general pass of `gssm_jax.factorised_forward`:
   `lax.optimization_barrier` does not prevent it on CPU).
 * `forward_blocks`, for large state spaces: nodes grouped into blocks of <= `BLOCK_STATES` joint
   values, one belief axis per block, each axis advanced in place by a product with the block's
-  Kronecker matrix for X[t-1], one sequence at a time.
+  Kronecker matrix for X[t-1], one sequence at a time (the CPU pass).
+* `forward_blocks_batched`, the accelerator pass for any independent chains: the same blocks, every
+  sequence of a chunk advanced together by one batched product per block and time step.
 
 Both return the token losses `-log p(x_t | x_<t)` in nats per token, as the general pass.
 """
