@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -213,6 +214,18 @@ def test_implementation_is_chosen_by_backend_and_checked():
     # Inside the caller's jit the per-core pieces are skipped; the losses are the same.
     traced = jax.jit(lambda tokens: inference.token_losses(graph, kernels, tokens))(tokens)
     np.testing.assert_array_equal(np.asarray(traced), np.asarray(inference.token_losses(graph, kernels, tokens)))
+
+
+def test_pieces_per_core_give_the_same_losses(monkeypatch):
+    """The thread-pool split (taken on a single CPU device; the suite has 8) with a padded last piece."""
+    graph, kernels, _, tokens = _tiny_case("two_parents", batch=5, length=6)
+    whole = np.asarray(inference.token_losses(graph, kernels, tokens, implementation="cpu"))
+    assert inference._cpu_parts(5, "cpu") == 1 and jax.local_device_count() > 1
+    monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+    assert inference._cpu_parts(5, "cpu") == min(5, len(os.sched_getaffinity(0)))
+    assert inference._cpu_parts(5, "batched") == 1
+    monkeypatch.setattr(inference, "_cpu_parts", lambda batch, implementation: 3)
+    np.testing.assert_array_equal(np.asarray(inference.token_losses(graph, kernels, tokens)), whole)
 
 
 def test_token_dtypes_give_the_same_losses():
