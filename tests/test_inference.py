@@ -156,7 +156,9 @@ def test_tiny_graphs_cover_the_chain_pass_and_the_general_pass():
     assert passes == {"feedback": "minor", "feedback_product": "minor", "dead_slow": "minor", "chain": "general",
                       "two_parents": "general"}
     eight_by_four = GraphSpec.from_config(experiment1_graph_config(8, 4, 64, 0.1, 0.1))
-    assert inference._pass(eight_by_four, frozenset()) == "blocks"
+    assert inference._pass(eight_by_four, frozenset(), "cpu", per_device=31) == "blocks"
+    assert inference._pass(eight_by_four, frozenset(), "cpu", per_device=32) == "minor"
+    assert inference._pass(eight_by_four, frozenset(), "batched", per_device=32) == "batched_blocks"
 
 
 @pytest.mark.parametrize("chain_pass", [chain_forward.forward_minor, chain_forward.forward_blocks,
@@ -214,6 +216,22 @@ def test_implementation_is_chosen_by_backend_and_checked():
     # Inside the caller's jit the per-core pieces are skipped; the losses are the same.
     traced = jax.jit(lambda tokens: inference.token_losses(graph, kernels, tokens))(tokens)
     np.testing.assert_array_equal(np.asarray(traced), np.asarray(inference.token_losses(graph, kernels, tokens)))
+
+
+def test_large_graphs_take_the_minor_pass_in_fixed_chunks(monkeypatch):
+    """As 8x4/V64 with >= 32 sequences per device, scaled down: fixed chunks, padded batch."""
+    graph = GraphSpec.from_config(experiment1_graph_config(3, 3, 4, 0.3, 0.3))
+    monkeypatch.setattr(inference, "MINOR_MAX_STATES", 16)
+    monkeypatch.setattr(inference, "LARGE_MINOR_CHUNK", 4)
+    per_device = -(-41 // jax.device_count())
+    assert inference._pass(graph, frozenset(), "cpu", per_device) == "minor" and per_device % 4
+    kernels = sample_kernels(jax.random.key(6), graph)
+    tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
+    tokens = reference.sample(np.random.default_rng(6), graph, tables, 41, 5)
+    expected = numpy_factorised_losses(graph, tables, tokens)
+    losses = np.asarray(inference.token_losses(graph, kernels, tokens, implementation="cpu"))
+    # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
+    np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
 
 
 def test_pieces_per_core_give_the_same_losses(monkeypatch):
