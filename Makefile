@@ -16,8 +16,11 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/gssm-experiment1 --config=experiment1:size=cpu --workdir=$(WORKDIR)
 
+# Two pytest workers (pytest-xdist), one per core of the CI machine: most tests are single-threaded
+# compilation, so two processes share the suite; a file's tests stay on one worker (the docs test, the
+# longest, has its benchmark commands in a file of their own).
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow

@@ -213,12 +213,21 @@ def _program(words: list[str], scripts: dict[str, str]) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
-def test_documented_commands_run_in_their_cheap_form(tmp_path):
+def _is_benchmark(command: str) -> bool:
+    return command.startswith("python -m benchmarks.")
+
+
+def run_cheap_forms(tmp_path, benchmarks: bool) -> None:
+    """Runs the cheap form of every documented command of one group, in documentation order.
+
+    Two independent groups, so that pytest-xdist runs them on two workers (tests/test_docs_benchmarks.py runs
+    the second): the benchmarks (they write nothing other commands read) and everything else.
+    """
     scripts = _entry_points()
     environment = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
     done = set()
     for documented, cheap in CHEAP.items():
-        if cheap.startswith("SKIP: ") or cheap in done:
+        if cheap.startswith("SKIP: ") or cheap in done or _is_benchmark(cheap) != benchmarks:
             continue
         done.add(cheap)
         start = time.perf_counter()
@@ -228,6 +237,10 @@ def test_documented_commands_run_in_their_cheap_form(tmp_path):
         assert completed.returncode == 0, (f"{cheap!r} (for the documented {documented!r}) failed:\n"
                                            f"{completed.stderr[-3000:]}")
         print(f"{time.perf_counter() - start:5.1f} s  {cheap}")  # shown with pytest -s
+
+
+def test_documented_commands_run_in_their_cheap_form(tmp_path):
+    run_cheap_forms(tmp_path, benchmarks=False)
 
 
 def test_readme_python_snippets_run(tmp_path):
