@@ -137,8 +137,8 @@ def _log_estimate(settings: dict[str, Any], measurer: Any, log: Log) -> None:
     seconds = time.time() - start
     trials = 1 + len(SIDES) * (settings["grid_points"] + EXPECTED_REFINEMENTS)
     log(f"calibration {settings['graph']} ({settings['measure']}): the first trial took {seconds:.0f} s (with "
-        f"compilation, {len(measurer.measures) or 1} measure(s)); ~{trials} trials -> about {trials * seconds / 60:.0f} "
-        "min in all (less where settings are cached)")
+        f"compilation, {len(measurer.measures) or 1} measure(s)); ~{trials} trials -> about "
+        f"{trials * seconds / 60:.0f} min in all (less where settings are cached)")
 
 
 def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = print) -> dict:
