@@ -28,10 +28,13 @@ from gssm_jax.analysis.comparisons import (
     compare,
     family_size,
 )
-from gssm_jax.analysis.runs import Group, load_calibrations, load_runs, unfinished_runs
+from gssm_jax.analysis.runs import Group, load_calibrations, load_floors, load_runs, unfinished_runs
 
 FACTOR_NAMES = {"graph": "graph", "measure": "matching measure", "learner": "learner", "model": "model size"}
 QUESTION_NAMES = {"final": "Ends lower", "reach": "Learns faster"}
+FLOOR_TEXT = ("An add-constant n-gram model (order and constant chosen on a validation split) counted on the first "
+              "tokens of each seed's training stream, as many as one run trains on, scored on the runs' held-out "
+              "sequences: a learner whose excess is not below the floor's has used no latent structure.")
 
 
 def _tests_text(c: Comparison, question: str, subject: str, family: int) -> str:
@@ -200,7 +203,9 @@ def write_report(workdir: str, settings: Settings) -> str:
              "## Learning curves", "", "![learning curves](learning_curves.png)", "",
              "### Which side ends lower: final excess loss (nats/token)", "", tables.final_table(comparisons), "",
              "### Which side learns faster: tokens to reach the stated excess", "", tables.reach_table(comparisons), "",
-             "### Convergence", "", tables.convergence_table(comparisons), "", "## Calibration", ""]
+             "### Convergence", "", tables.convergence_table(comparisons), "",
+             "### The n-gram floor: what local statistics alone reach on the same data (nats/token)", "",
+             FLOOR_TEXT, "", tables.floor_table(comparisons, load_floors(workdir)), "", "## Calibration", ""]
     lines += [f"- **{graph}**: {tables.calibration_text(record)}" for (graph, _), record in calibrations.items()]
     lines += ["", "## Method", "", method(settings), "", "## Plots", "", "![final excess loss](final_excess.png)", "",
               "![per-position loss](per_position.png)", "", "## Runs", "", tables.runs_table(comparisons), ""]

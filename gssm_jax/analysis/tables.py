@@ -1,13 +1,15 @@
-"""Markdown tables of the Experiment 1 report: final excess, tokens to reach, convergence, runs, calibrations."""
+"""Markdown tables of the Experiment 1 report: final excess, tokens to reach, convergence, n-gram floors, runs,
+calibrations."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from gssm_jax.analysis.comparisons import SIDES, Comparison, RunSummary
+from gssm_jax.analysis.runs import FloorKey
 from gssm_jax.analysis.statistics import Interval
 
 OUTCOME_TEXT = {"small_alpha_x": "small alpha_X", "small_alpha_z": "small alpha_Z"}
@@ -122,6 +124,30 @@ def runs_table(comparisons: Sequence[Comparison]) -> str:
                              f"{run.seed} | {r['final_step']} | {run.entropy:.4f} | {run.final_excess:.4f} ± "
                              f"{r['eval/excess_loss_standard_error']:.4f} | {tokens_text(summary.tokens_to_reach)} | "
                              f"{slope} | {p_text(fit.p_value)} | {_falling_text(summary)} | {r['wall_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def floor_table(comparisons: Sequence[Comparison], floors: Mapping[FloorKey, dict]) -> str:
+    """Per group and side: the learner's mean final excess beside the n-gram floor's on the same seeds' data.
+
+    The floor's excess of a seed is its held-out loss minus the entropy rate of that seed's held-out set (read
+    from the learner's run, which evaluates on the same sequences); seeds without a floor are left out.
+    """
+    lines = ["| graph | measure | learner | model | side | learner's final excess | n-gram floor's excess | "
+             "n-gram orders | floors |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        for side in SIDES:
+            learner, floor, orders = [], [], set()
+            for summary in c.sides[side].runs:
+                record = floors.get(FloorKey(c.group.measure, c.group.graph, side, summary.run.seed))
+                learner.append(summary.run.final_excess)
+                if record is not None:
+                    floor.append(record["nats_per_token"] - summary.run.entropy)
+                    orders.add(record["order"])
+            floor_text = f"{np.mean(floor):.4f}" if floor else "n/a"
+            lines.append(f"| {c.group.graph} | {c.group.measure} | {c.group.learner} | {c.group.model} | {side} | "
+                         f"{np.mean(learner):.4f} | {floor_text} | {', '.join(map(str, sorted(orders))) or 'n/a'} | "
+                         f"{len(floor)} of {len(learner)} |")
     return "\n".join(lines)
 
 

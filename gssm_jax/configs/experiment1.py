@@ -36,20 +36,22 @@ is the schema `gssm-calibrate` reads too.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import ml_collections
 
 from gssm_jax.configs import base
 from gssm_jax.configs.common import calibration_config, parse_arg
+from gssm_jax.experiment1.learners import TRANSFORMER, learner_models, parse_learners, resolved_model
 from gssm_jax.experiment1.sides import SIDE_NAMES, SMALL_ALPHA, get_side
 from gssm_jax.model.families import FAMILIES
+from gssm_jax.model.graph import GraphSpec
+from gssm_jax.models.registry import KINDS
 
-SIZES = ("cpu", "paper", "tiny")
-# graph=all covers every family at both sizes. Each graph is calibrated at the sweep's own seeds and length (the
-# paired design; the README's eight_by_four pairs at T=4096 are not reused): `graph=eight_by_four,size=cpu` alone
-# takes 2 min 38 s on 2 quiet CPU cores, the whole size=cpu sweep ~5.5 min.
-MATCHES = ("entropy", "gzip")
-ARG_DEFAULTS = {"graph": "all", "side": "both", "match": "entropy", "size": "cpu", "free_alpha": float("nan")}
+SIZES = ("cpu", "medium", "paper", "tiny")
+MATCHES = ("entropy", "gzip", "both")
+ARG_DEFAULTS = {"graph": "all", "side": "both", "match": "entropy", "size": "cpu", "learners": TRANSFORMER,
+                "free_alpha": float("nan")}
 ARG_CHOICES = {"graph": ("all", *FAMILIES), "side": ("both", *SIDE_NAMES), "match": MATCHES, "size": SIZES}
 # Calibration stopping tolerance |difficulty - target|, in the measure's unit (bits/token for entropy,
 # bytes/token for gzip): about a tenth of the spread the seed saw across graph seeds.
@@ -58,11 +60,47 @@ TINY_TOLERANCE = {"entropy": 0.1, "gzip": 0.05}
 # Evaluations per training run (train.eval_every = ceil(num_steps / EVALS_PER_RUN)).
 EVALS_PER_RUN = 20
 
-# Per size: the sweep's seeds and model sizes, the training budget, and the calibration batch.
+# The transformer of each model size, per experiment size (name -> width, depth, heads); every other learner
+# gets the width matching its parameter count (gssm_jax.experiment1.learners). The README tabulates them.
 MODELS = {
-    "cpu": {"tiny": {"width": 32, "depth": 2, "heads": 2}},
+    "cpu": {"small": {"width": 64, "depth": 2, "heads": 4}},
+    "medium": {"medium": {"width": 96, "depth": 3, "heads": 4}},
     "paper": {"small": {"width": 64, "depth": 2, "heads": 4}, "base": {"width": 128, "depth": 4, "heads": 8}},
     "tiny": {"tiny": {"width": 16, "depth": 1, "heads": 2}},
+}
+
+
+class Budget(NamedTuple):
+    """What one experiment size trains on: seeds, tokens per sequence, the optimizer's schedule, the eval set.
+
+    length: tokens per sequence (T) of every graph; 0 keeps each family's seed length (2048 or 4096).
+    checkpoint_every: steps between checkpoints (a run shorter than a minute needs only its last one).
+    calibration_batch: sequences per seed of the calibration (the seed measured gzip on 1024 x T).
+    """
+
+    seeds: int
+    length: int
+    batch_size: int
+    num_steps: int
+    learning_rate: float
+    warmup_steps: int
+    checkpoint_every: int
+    eval_sequences: int
+    calibration_batch: int
+
+
+# Chosen by short trial runs on 2 CPU cores (README, Experiment 1): at size=cpu the transformer learns
+# four_by_four and chain (final excess < config.report.max_excess_fraction of the entropy rate), at size=medium
+# eight_by_four too.
+BUDGETS = {
+    "cpu": Budget(seeds=7, length=64, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
+                  checkpoint_every=1200, eval_sequences=64, calibration_batch=32),
+    "medium": Budget(seeds=7, length=256, batch_size=8, num_steps=2000, learning_rate=3e-3, warmup_steps=100,
+                     checkpoint_every=1000, eval_sequences=64, calibration_batch=16),
+    "paper": Budget(seeds=5, length=0, batch_size=64, num_steps=2000, learning_rate=1e-3, warmup_steps=200,
+                    checkpoint_every=500, eval_sequences=256, calibration_batch=256),
+    "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rate=3e-3, warmup_steps=2,
+                   checkpoint_every=10, eval_sequences=8, calibration_batch=4),
 }
 
 
@@ -74,24 +112,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     match, size, free_alpha = options["match"], options["size"], options["free_alpha"]
     if not (math.isnan(free_alpha) or 0 < free_alpha < math.inf):
         raise ValueError(f"config argument free_alpha={free_alpha}: must be a Dirichlet concentration > 0")
-    paper, tiny = size == "paper", size == "tiny"
+    learners = parse_learners(options["learners"], KINDS)
+    budget = BUDGETS[size]
 
     # Training fields (graph, seed, data, model, optimizer, train, eval, ...) from the base config.
-    config = base.get_config(f"size={'cpu' if tiny else size}")
-    config.data.batch_size = 64 if paper else 32
-    config.train.num_steps = 2000 if paper else 300
-    config.train.log_every = 100 if paper else 25
+    config = base.get_config(f"size={'paper' if size == 'paper' else 'cpu'}")
+    config.data.batch_size = budget.batch_size
+    config.train.num_steps = budget.num_steps
+    config.train.log_every = max(1, budget.num_steps // 20)
     # Evaluations per run: EVALS_PER_RUN, so the learning curves have points and the last fifth of training holds
     # 5 of them for the convergence slope (a reference: overriding train.num_steps rescales it). Each eval is a
     # forward pass over eval.num_sequences; the exact entropy of the held-out set is computed once per run.
     config.train.eval_every = (config.train.get_ref("num_steps") + EVALS_PER_RUN - 1) // EVALS_PER_RUN
-    config.train.checkpoint_every = 500 if paper else 75
-    config.optimizer.warmup_steps = 200 if paper else 15
-    config.eval.num_sequences = 256 if paper else 64
-    if tiny:
-        config.data.batch_size, config.eval.num_sequences = 8, 8
-        config.train.num_steps, config.train.log_every = 20, 10
-        config.train.checkpoint_every, config.optimizer.warmup_steps = 10, 2
+    config.train.checkpoint_every = budget.checkpoint_every
+    config.optimizer.learning_rate = budget.learning_rate
+    config.optimizer.warmup_steps = budget.warmup_steps
+    config.eval.num_sequences = budget.eval_sequences
 
     config.experiment1 = ml_collections.ConfigDict()
     # Graph families compared (names in gssm_jax.model.families.FAMILIES).
@@ -101,12 +137,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.experiment1.sides = sides
     # Graph seeds per cell: seed k draws the kernels from keys.kernel_key(k) (also used by calibration), and
     # the same k on both sides shares data and initialisation seeds (a paired design).
-    config.experiment1.seeds = tuple(range(5)) if paper else (0, 1) if tiny else (0, 1, 2)
-    # Model sizes: name -> {width, depth, heads}; every other model field comes from config.model.
-    config.experiment1.models = MODELS[size]
+    config.experiment1.seeds = tuple(range(budget.seeds))
+    # Learners: entry name (run folder) -> {kind, size, width, depth, heads, transformer_width}; width None is
+    # the width whose parameter count is nearest the transformer of that size (gssm_jax.experiment1.learners,
+    # per graph vocabulary). Every other model field, the optimizer and the token budget are shared.
+    config.experiment1.models = learner_models(MODELS[size], learners)
     # Tokens per sequence for each graph (training, evaluation and calibration): the seed's T at paper size.
-    config.experiment1.lengths = {name: (FAMILIES[name].length if paper else 32 if tiny else 64)
-                                  for name in FAMILIES}
+    config.experiment1.lengths = {name: budget.length or FAMILIES[name].length for name in FAMILIES}
 
     # The report (gssm_jax.analysis.report; the notebook reads the same fields). Losses in nats/token.
     config.report = ml_collections.ConfigDict()
@@ -129,9 +166,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The calibration of every graph (the schema gssm-calibrate reads too). Its graphs and seeds are the sweep's
     # (references: overriding config.experiment1.graphs or .seeds changes them too); the measured batch is
     # (batch_size, the graph's experiment1.lengths entry) per seed (the seed measured gzip on (1024, T)).
+    # match=both calibrates both measures (sharing the sampled batches) and trains each pair in its own
+    # runs/<measure>/ folder; a run whose alphas are the same under both measures is trained once.
+    tiny = size == "tiny"
     config.calibration = calibration_config(
-        measures=(match,), seeds=(), batch_size=256 if paper else 4 if tiny else 32, length=0,
-        tolerance=TINY_TOLERANCE if tiny else TOLERANCE, grid_points=3 if tiny else 5, small=SMALL_ALPHA)
+        measures=("entropy", "gzip") if match == "both" else (match,), seeds=(),
+        batch_size=budget.calibration_batch, length=0, tolerance=TINY_TOLERANCE if tiny else TOLERANCE,
+        grid_points=3 if tiny else 5, small=SMALL_ALPHA)
     config.calibration.graphs = config.experiment1.get_ref("graphs")
     config.calibration.seeds = config.experiment1.get_ref("seeds")
 
@@ -142,5 +183,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.length = config.experiment1.lengths[family.name]
     config.seed = config.experiment1.seeds[0]
     first_model = next(iter(config.experiment1.models.values()))
-    config.model.update(first_model)
+    config.model.update(resolved_model(first_model, config.model, GraphSpec.from_config(config.graph).vocab_size))
     return config

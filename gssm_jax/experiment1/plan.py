@@ -1,8 +1,9 @@
 """The plan of the Experiment 1 sweep: its cells, their run directories and training configs.
 
-A *cell* is (graph family, side, graph seed, model size); its run directory is
-`WORKDIR/runs/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training`).
-A run whose `result.json` exists is finished. A run directory trained with different settings (e.g.
+A *cell* is (matching measure, graph family, side, graph seed, model entry); its run directory is
+`WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training`),
+where `<model>` names an entry of `config.experiment1.models` (a learner at a model size,
+`gssm_jax.experiment1.learners`). A run whose `result.json` exists is finished. A run directory trained with different settings (e.g.
 after a calibration change) is an error, so results of two configurations never mix in one report.
 """
 
@@ -14,6 +15,7 @@ import os
 
 import ml_collections
 
+from gssm_jax.experiment1.learners import resolved_model
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.training import run_files as metrics
@@ -25,8 +27,9 @@ class SweepError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One training run of the sweep."""
+    """One training run of the sweep: the sides of `measure`'s pair of `graph`, graph seed `seed`, learner `model`."""
 
+    measure: str
     graph: str
     side: str
     seed: int
@@ -34,17 +37,21 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.graph}/{self.side}/seed{self.seed}/{self.model}"
+        return f"{self.measure}/{self.graph}/{self.side}/seed{self.seed}/{self.model}"
+
+    def seed_dir(self, workdir: str) -> str:
+        """The folder of this (measure, graph, side, seed): every learner's run, and the n-gram floor."""
+        return os.path.join(workdir, "runs", self.measure, self.graph, self.side, f"seed{self.seed}")
 
     def run_dir(self, workdir: str) -> str:
-        return os.path.join(workdir, "runs", self.graph, self.side, f"seed{self.seed}", self.model)
+        return os.path.join(self.seed_dir(workdir), self.model)
 
 
 def plan(config: ml_collections.ConfigDict) -> list[Cell]:
-    """Every cell of `config.experiment1`, graph-major (graphs x sides x seeds x models)."""
+    """Every cell of the config, measure- then graph-major (measures x graphs x sides x seeds x models)."""
     sweep = config.experiment1
-    return [Cell(graph, side, int(seed), model) for graph in sweep.graphs for side in sweep.sides
-            for seed in sweep.seeds for model in sweep.models]
+    return [Cell(measure, graph, side, int(seed), model) for measure in config.calibration.measures
+            for graph in sweep.graphs for side in sweep.sides for seed in sweep.seeds for model in sweep.models]
 
 
 def is_finished(run_dir: str) -> bool:
@@ -52,10 +59,13 @@ def is_finished(run_dir: str) -> bool:
     return os.path.exists(os.path.join(run_dir, metrics.RESULT_FILE))
 
 
-
 def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float],
                workdir: str) -> ml_collections.ConfigDict:
-    """The training config of one cell: `config`'s training fields with the cell's graph, seeds and model."""
+    """The training config of one cell: `config`'s training fields with the cell's graph, seeds and model.
+
+    `run.experiment1.cell` records where the run sits in the sweep (measure, graph, side, seed, model entry,
+    its size and learner kind) for the report.
+    """
     run = ml_collections.ConfigDict(config.to_dict())
     run.graph = get_family(cell.graph).config(alphas["alpha_X"], alphas["alpha_Z"])
     run.seed = cell.seed
@@ -63,7 +73,10 @@ def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, 
     # Seed k on both sides shares kernel key, data stream and initialisation: a paired design.
     run.data.data_seed = config.data.data_seed + cell.seed
     run.model.init_seed = cell.seed
-    run.model.update(config.experiment1.models[cell.model])
+    entry = config.experiment1.models[cell.model]
+    run.model.update(resolved_model(entry, config.model, GraphSpec.from_config(run.graph).vocab_size))
+    run.experiment1.cell = {"measure": cell.measure, "graph": cell.graph, "side": cell.side, "seed": cell.seed,
+                            "model": cell.model, "size": entry["size"], "learner": entry["kind"]}
     run.workdir = cell.run_dir(workdir)
     return run
 
@@ -73,7 +86,8 @@ def _signature(config: dict) -> dict:
     graph = GraphSpec.from_config(config["graph"])
     return {"graph": [(node.name, node.states, round(node.alpha, 12), node.parents) for node in graph.nodes],
             "seed": config["seed"], "length": config["data"]["length"], "batch_size": config["data"]["batch_size"],
-            "model": {key: config["model"][key] for key in ("width", "depth", "heads")},
+            "model": {"kind": config["model"].get("kind", "transformer"),
+                      **{key: config["model"][key] for key in ("width", "depth", "heads")}},
             "num_steps": config["train"]["num_steps"]}
 
 

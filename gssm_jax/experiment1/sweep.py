@@ -1,11 +1,15 @@
 """The Experiment 1 sweep: calibrated pairs, one training run per cell, run locally or on Slurm.
 
-A *cell* is (graph family, side, graph seed, model size); its run directory is
-`WORKDIR/runs/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training.run_files`).
-The free alpha of each side comes from `gssm_jax.experiment1.calibration.calibrate_graph` (the pipeline
-`gssm-calibrate` runs too), cached in `WORKDIR/calibration/<graph>.<measure>.json`. A run whose
-`result.json` exists is finished and skipped; any other run is (re)started and `train_and_evaluate`
-resumes it from its latest checkpoint.
+A *cell* is (matching measure, graph family, side, graph seed, model entry); its run directory is
+`WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/` (the run directory format of
+`gssm_jax.training.run_files`). The free alpha of each side comes from
+`gssm_jax.experiment1.calibration.calibrate_graph` (the pipeline `gssm-calibrate` runs too), cached in
+`WORKDIR/calibration/<graph>.<measure>.json`; with two measures (`match=both`) one task per graph measures
+both on the same sampled batches. A run whose alphas are the same under two measures (the small_alpha_x side
+holds the family's reference setting under every measure) is trained once: the later measure's run directory
+is a symbolic link to the first's. Each seed folder also gets its n-gram floor (`gssm_jax.experiment1.floors`).
+A run whose `result.json` exists is finished and skipped; any other run is (re)started and
+`train_and_evaluate` resumes it from its latest checkpoint.
 A run directory trained with different settings (e.g. after a calibration change) is an error, so
 results of two configurations never mix in one report.
 
@@ -15,14 +19,17 @@ The plan (cells, run directories) is `gssm_jax.experiment1.plan`, the launchers
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import ml_collections
 
-from gssm_jax.experiment1.calibration import cached_record, calibrate_graph
+from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length
+from gssm_jax.experiment1.floors import floor_path, ngram_floor
 from gssm_jax.experiment1.launchers import Log, SlurmOptions, Task, run_local, run_slurm
-from gssm_jax.experiment1.plan import SweepError, check_run_dir, is_finished, plan, run_config
+from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
+from gssm_jax.model.families import get_family
 
 
 def train_run(run: ml_collections.ConfigDict) -> dict:
@@ -35,22 +42,60 @@ def train_run(run: ml_collections.ConfigDict) -> dict:
         raise SystemExit(f"{run.workdir}: {preempted}") from None
 
 
+def calibrate_measures(config: ml_collections.ConfigDict, graph: str, measures: tuple[str, ...], workdir: str,
+                       log: Log = print) -> dict[str, dict]:
+    """`{measure: calibration record}` of `graph`, every measure measured on the same sampled batches."""
+    from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when not cached)
+
+    calibration = config.calibration
+    measurer = difficulty.Measurer(get_family(graph), seeds=calibration.seeds, batch_size=calibration.batch_size,
+                                   length=calibration_length(config, graph))
+    return {measure: calibrate_graph(config, graph, measure, workdir, log, measurer) for measure in measures}
+
+
+def floor_task(run: ml_collections.ConfigDict, seed_dir: str) -> dict:
+    """The n-gram floor of one seed folder (a picklable module-level task)."""
+    return ngram_floor(run, seed_dir)
+
+
+def _shared_runs(runs: dict[Cell, ml_collections.ConfigDict]) -> dict[Cell, Cell]:
+    """`{cell: the earlier cell it repeats}`: same graph, side, seed and model under an earlier measure, and a
+    training config equal up to the workdir and the cell record (e.g. the same alphas under both measures)."""
+    def key(run: ml_collections.ConfigDict) -> str:
+        fields = run.to_dict()
+        fields.pop("workdir")
+        fields["experiment1"].pop("cell")
+        return json.dumps(fields, sort_keys=True, default=str)
+
+    first: dict[tuple, Cell] = {}
+    shared = {}
+    for cell, run in runs.items():
+        identity = (cell.graph, cell.side, cell.seed, cell.model, key(run))
+        if identity in first:
+            shared[cell] = first[identity]
+        else:
+            first[identity] = cell
+    return shared
+
+
+def _link(path: str, target: str) -> None:
+    """Makes `path` a relative symbolic link to `target` (a run directory or a floor file, maybe not written yet),
+    unless `path` exists already (e.g. a run trained before under this measure: `check_run_dir` vets it)."""
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(os.path.relpath(target, os.path.dirname(path)), path)
+
+
 # ---- the experiment ------------------------------------------------------------------------------
-def match_measure(config: ml_collections.ConfigDict) -> str:
-    """The measure the sides are matched on: the single entry of `config.calibration.measures`."""
-    measures = tuple(config.calibration.measures)
-    if len(measures) != 1:
-        raise SweepError(f"config.calibration.measures={measures}: the sweep matches the sides on one measure; "
-                         f"give one (e.g. --config=experiment1:match=entropy)")
-    return measures[0]
-
-
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: SlurmOptions | None = None,
                    log: Log = print) -> dict[str, Any]:
-    """Calibrates every graph (cached), then trains every unfinished cell, locally or on Slurm (`slurm`).
+    """Calibrates every graph on every measure (cached), computes the n-gram floors, trains every unfinished cell.
+
+    Runs locally, or on Slurm (`slurm`).
 
     Returns:
-      `{cell name: result dict or the exception of a failed run}` for the runs trained now.
+      `{task name: result dict or the exception of a failed task}` for the runs trained now (and floors computed).
 
     Raises:
       SweepError: a run directory holds a run with other settings, or a calibration failed.
@@ -59,24 +104,38 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
         folder = os.path.join(workdir, "slurm", stage)
         return run_local(tasks, log) if slurm is None else run_slurm(tasks, folder, slurm, log)
 
-    graphs = list(config.experiment1.graphs)
-    measure = match_measure(config)
-    missing = [graph for graph in graphs if cached_record(config, graph, measure, workdir) is None]
-    log(f"experiment 1 in {workdir}: {len(graphs)} graphs, calibration by {measure}: "
-        f"{len(graphs) - len(missing)} cached, {len(missing)} to compute")
-    outcomes = launch([Task(f"calibrate {graph}", calibrate_graph, (config, graph, measure, workdir, log))
-                       for graph in missing], "calibration")
+    graphs, measures = list(config.experiment1.graphs), tuple(config.calibration.measures)
+    missing = {graph: tuple(measure for measure in measures if cached_record(config, graph, measure, workdir) is None)
+               for graph in graphs}
+    missing = {graph: todo for graph, todo in missing.items() if todo}
+    log(f"experiment 1 in {workdir}: {len(graphs)} graphs, calibration by {', '.join(measures)}: "
+        f"{len(graphs) - len(missing)} graphs cached, {len(missing)} to compute")
+    outcomes = launch([Task(f"calibrate {graph}", calibrate_measures, (config, graph, todo, workdir, log))
+                       for graph, todo in missing.items()], "calibration")
     failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
     if failed:
         raise SweepError(f"calibration failed for {', '.join(failed)}: {outcomes[failed[0]]}")
-    alphas = {graph: calibrate_graph(config, graph, measure, workdir, log)["alphas"] for graph in graphs}
+    alphas = {(graph, measure): calibrate_graph(config, graph, measure, workdir, log)["alphas"]
+              for graph in graphs for measure in measures}
 
-    tasks = []
     cells = plan(config)
-    for cell in cells:
-        run = run_config(config, cell, alphas[cell.graph][cell.side], workdir)
+    runs = {cell: run_config(config, cell, alphas[cell.graph, cell.measure][cell.side], workdir) for cell in cells}
+    shared = _shared_runs(runs)
+    floors, tasks = {}, []
+    for cell, run in runs.items():
+        if cell in shared and (os.path.islink(run.workdir) or not os.path.exists(run.workdir)):
+            os.makedirs(runs[shared[cell]].workdir, exist_ok=True)
+            _link(run.workdir, runs[shared[cell]].workdir)
+            continue
         check_run_dir(run)
+        seed_dir = cell.seed_dir(workdir)
+        if seed_dir not in floors and not os.path.exists(floor_path(seed_dir)):
+            floors[seed_dir] = Task(f"n-gram floor {os.path.relpath(seed_dir, workdir)}", floor_task, (run, seed_dir))
         if not is_finished(run.workdir):
             tasks.append(Task(cell.name, train_run, (run,)))
-    log(f"training: {len(cells)} runs, {len(cells) - len(tasks)} finished, {len(tasks)} to train or resume")
-    return launch(tasks, "training")
+    for cell, first in shared.items():  # a repeated run's seed folder shares the floor file too
+        if os.path.islink(cell.run_dir(workdir)):
+            _link(floor_path(cell.seed_dir(workdir)), floor_path(first.seed_dir(workdir)))
+    log(f"training: {len(cells)} runs ({len(shared)} shared between measures), {len(cells) - len(shared) - len(tasks)}"
+        f" finished, {len(tasks)} to train or resume; {len(floors)} n-gram floors to compute")
+    return {**launch(list(floors.values()), "floors"), **launch(tasks, "training")}
