@@ -100,6 +100,12 @@ CHEAP = {
     "gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip":
         "gssm-experiment1 --config=experiment1:size=tiny,match=gzip,graph=chain,side=small_alpha_x "
         "--workdir=runs/exp1_gzip",
+    "gssm-experiment1 --config=experiment1:size=medium --workdir=runs/exp1_medium":
+        "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
+    # Two learners and both measures end to end: shared runs are linked, n-gram floors computed once.
+    "gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all":
+        "gssm-experiment1 --config=experiment1:size=tiny,graph=chain,learners=transformer+mingru,match=both "
+        "--workdir=runs/exp1_all",
     "gssm-experiment1 --config=experiment1:graph=chain --workdir=runs/exp1_chain":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=chain --workdir=runs/exp1_chain",
     "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "

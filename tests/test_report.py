@@ -207,3 +207,42 @@ def test_nothing_compared_is_not_called_not_significant(tmp_path):
     assert report.dependence(comparisons, "graph") == (
         "Ends lower: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested. "
         "Learns faster: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested.")
+
+
+def test_learners_of_one_size_are_compared_and_the_floor_sits_beside_them(tmp_path):
+    # runs/<measure>/ layout: the transformer, a mamba of the same size (its cell record names the size) with the
+    # opposite answer, and the n-gram floor of each seed folder.
+    workdir = str(tmp_path)
+    four = {key: values for key, values in EXCESS.items() if key[0] == "four_by_four"}
+    make_fake_workdir(workdir, four, prefix="entropy")
+    for (graph, side), values in four.items():
+        for seed in range(len(values)):
+            seed_dir = os.path.join(workdir, "runs", "entropy", graph, side, f"seed{seed}")
+            other = four[graph, "small_alpha_z" if side == "small_alpha_x" else "small_alpha_x"][seed]
+            write_run(os.path.join(seed_dir, "tiny_mamba"), graph, other, seed)
+            with open(os.path.join(seed_dir, "tiny_mamba", "config.json"), "w") as file:
+                json.dump({"experiment1": {"cell": {"measure": "entropy", "learner": "mamba", "size": "tiny"}}}, file)
+            with open(os.path.join(seed_dir, "ngram.json"), "w") as file:
+                json.dump({"order": 3, "nats_per_token": ENTROPY + 0.5 + 0.1 * seed}, file)
+    comparisons = report.compare(load_runs(workdir), SETTINGS)
+    assert [c.group for c in comparisons] == [("four_by_four", "entropy", "mamba", "tiny"),
+                                              ("four_by_four", "entropy", "transformer", "tiny")]
+    assert report.dependence(comparisons, "learner").startswith(
+        "Ends lower: **depends on the learner**: small alpha_X on transformer; small alpha_Z on mamba.")
+    text = open(report.write_report(workdir, SETTINGS)).read()
+    # Floor excess: mean of 0.5, 0.6, 0.7 over the three seeds, beside each learner's mean final excess.
+    assert "| four_by_four | entropy | transformer | tiny | small_alpha_x | 0.1100 | 0.6000 | 3 | 3 of 3 |" in text
+    assert "| four_by_four | entropy | mamba | tiny | small_alpha_x | 0.2100 | 0.6000 | 3 | 3 of 3 |" in text
+
+
+def test_a_run_linked_into_another_measure_folder_counts_for_that_measure(tmp_path):
+    workdir = make_fake_workdir(str(tmp_path), {key: v for key, v in EXCESS.items() if key[0] == "four_by_four"},
+                                prefix="entropy", measure="entropy")
+    for side in ("small_alpha_x", "small_alpha_z"):
+        for seed in range(3):
+            link = os.path.join(workdir, "runs", "gzip", "four_by_four", side, f"seed{seed}", "tiny")
+            os.makedirs(os.path.dirname(link))
+            os.symlink(os.path.join(workdir, "runs", "entropy", "four_by_four", side, f"seed{seed}", "tiny"), link)
+    comparisons = report.compare(load_runs(workdir), SETTINGS)
+    assert [c.group.measure for c in comparisons] == ["entropy", "gzip"]
+    assert [c.outcome("final") for c in comparisons] == ["small_alpha_x", "small_alpha_x"]

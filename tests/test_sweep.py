@@ -107,7 +107,8 @@ def test_run_config_sets_the_cell_graph_seeds_and_model():
 def test_sweep_trains_every_run_once_and_caches_calibration(tmp_path, fakes):
     workdir, config = str(tmp_path), small_config()
     outcomes = sweep.run_experiment(config, workdir, log=lambda line: None)
-    assert len(training_outcomes(outcomes)) == len(fakes.trained) == 16 and sorted(fakes.calibrated) == ["chain", "four_by_four"]
+    assert len(training_outcomes(outcomes)) == len(fakes.trained) == 16
+    assert sorted(fakes.calibrated) == ["chain", "four_by_four"]
     assert len(outcomes) == 16 + 8  # one n-gram floor per (graph, side, seed), shared by the models
     assert os.path.exists(os.path.join(workdir, "runs", "entropy", "chain", "small_alpha_z", "seed1", "ngram.json"))
     assert os.path.exists(os.path.join(workdir, "calibration", "chain.entropy.json"))
@@ -137,7 +138,8 @@ def test_a_run_trained_with_other_alphas_is_an_error(tmp_path, fakes):
     os.remove(os.path.join(workdir, "runs", "entropy", "chain", "small_alpha_x", "seed0", "a", "result.json"))
     config.calibration.tolerance.entropy = 0.001  # new calibration settings -> recalibrated with another free alpha
     fakes.free_alpha = 0.3
-    with pytest.raises(exp1.SweepError, match=r"runs/entropy/four_by_four/small_alpha_x/seed0/a was trained with other graph"):
+    stale = r"runs/entropy/four_by_four/small_alpha_x/seed0/a was trained with other graph"
+    with pytest.raises(exp1.SweepError, match=stale):
         sweep.run_experiment(config, workdir, log=lambda line: None)
 
 

@@ -3,9 +3,16 @@
 Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.experiment1
 --config=configs/experiment1.py:...` is the same command):
 
-  # The whole experiment on a 2-core CPU (about 5-6 minutes): calibrate, train 3 graphs x 2 sides x 3 seeds,
+  # The whole experiment on a 2-core CPU (about 15 minutes): calibrate, train 3 graphs x 2 sides x 5 seeds,
   # write runs/experiment1/report.md. Rerunning skips finished runs and resumes interrupted ones.
   gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1
+
+  # Longer sequences (T=256) and a larger model, still on a CPU (README: times and what it learns):
+  gssm-experiment1 --config=experiment1:size=medium --workdir=runs/exp1_medium
+
+  # Every learner (transformer, mamba, hawk, mingru, minlstm, lstm) at the transformer's parameter count, and
+  # both matching measures side by side (the report says whether the answer depends on either):
+  gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all
 
   # The seed's scales on GPUs/TPUs (T=2048/4096, two model sizes, 5 seeds), matched by gzip instead of entropy:
   gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip
@@ -24,8 +31,12 @@ The optional argument after `:` is a comma-separated list of `key=value`:
   graph       all (default: every family) or one of
               four_by_four, eight_by_four, chain (`gssm_jax.model.families`);
   side        both (default), small_alpha_x or small_alpha_z;
-  match       entropy (default: exact entropy rate, bits/token) or gzip (the seed's bytes/token);
-  size        cpu (default), paper, or tiny (2 seeds, a tiny model, 20 steps, coarse calibration: a smoke run);
+  match       entropy (default: exact entropy rate, bits/token), gzip (the seed's bytes/token) or both (each
+              pair in its own runs/<measure>/ folder; runs with the same alphas under both are trained once);
+  size        cpu (default), medium (T=256), paper (the seed's T), or tiny (2 seeds, a tiny model, 20 steps,
+              coarse calibration: a smoke run); `BUDGETS` and `MODELS` below;
+  learners    transformer (default), all, or kinds joined by + (e.g. transformer+mamba), from
+              `gssm_jax.models.registry.KINDS`; each gets the width matching the transformer's parameters;
   free_alpha  the calibrated alpha of the side's other node, for a single training run (float > 0; default:
               the family's reference alpha_Z, an uncalibrated placeholder the sweep replaces).
 `graph` and `side` restrict the sweep (`config.experiment1`); the training fields (`config.graph`, `data`,
@@ -93,10 +104,10 @@ class Budget(NamedTuple):
 # four_by_four and chain (final excess < config.report.max_excess_fraction of the entropy rate), at size=medium
 # eight_by_four too.
 BUDGETS = {
-    "cpu": Budget(seeds=7, length=64, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
+    "cpu": Budget(seeds=5, length=64, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
                   checkpoint_every=1200, eval_sequences=64, calibration_batch=32),
-    "medium": Budget(seeds=7, length=256, batch_size=8, num_steps=2000, learning_rate=3e-3, warmup_steps=100,
-                     checkpoint_every=1000, eval_sequences=64, calibration_batch=16),
+    "medium": Budget(seeds=5, length=256, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
+                     checkpoint_every=600, eval_sequences=64, calibration_batch=16),
     "paper": Budget(seeds=5, length=0, batch_size=64, num_steps=2000, learning_rate=1e-3, warmup_steps=200,
                     checkpoint_every=500, eval_sequences=256, calibration_batch=256),
     "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rate=3e-3, warmup_steps=2,

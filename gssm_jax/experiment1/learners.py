@@ -47,7 +47,7 @@ def learner_models(shapes: Mapping[str, Mapping[str, int]], kinds: Sequence[str]
             for size, shape in shapes.items() for kind in kinds}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _matched_width(kind: str, vocab_size: int, fields: tuple[tuple[str, Any], ...], transformer_width: int) -> int:
     from gssm_jax.models import registry  # noqa: PLC0415 (flax only when a width is matched)
 
@@ -83,3 +83,26 @@ def parameter_table(shapes: Mapping[str, Mapping[str, int]], kinds: Sequence[str
                          "width": model["width"],
                          "parameters": registry.parameter_count(entry["kind"], vocab_size, {**model_fields, **model})})
     return rows
+
+
+def parameter_markdown(sizes: Mapping[str, Mapping[str, Mapping[str, int]]], kinds: Sequence[str],
+                       model_fields: Mapping[str, Any], vocab_sizes: Sequence[int] = (32, 64)) -> str:
+    """The README's table: per learner (rows) and experiment size / model size (columns), the width and the
+    parameter count on each vocabulary (32 tokens: four_by_four and chain; 64: eight_by_four).
+
+    sizes: `{experiment size: {model size: transformer shape}}` (`gssm_jax.configs.experiment1.MODELS`).
+    """
+    columns = [(size, model, shape) for size, shapes in sizes.items() for model, shape in shapes.items()]
+    cells: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for _, model, shape in columns:
+        by_kind: dict[str, list[dict]] = {}
+        for row in parameter_table({model: shape}, kinds, model_fields, vocab_sizes):
+            by_kind.setdefault(row["kind"], []).append(row)
+        for kind, rows in by_kind.items():
+            widths = [row["width"] for row in rows]
+            width_text = str(widths[0]) if len(set(widths)) == 1 else " / ".join(map(str, widths))
+            cells[kind].append(f"{width_text}: " + " / ".join(f"{row['parameters']:,}" for row in rows))
+    header = [f"`size={size}` {model} ({shape['depth']} x {shape['width']})" for size, model, shape in columns]
+    lines = ["| learner | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {kind} | " + " | ".join(cells[kind]) + " |" for kind in kinds]
+    return "\n".join(lines)

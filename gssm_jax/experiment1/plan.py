@@ -3,8 +3,9 @@
 A *cell* is (matching measure, graph family, side, graph seed, model entry); its run directory is
 `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training`),
 where `<model>` names an entry of `config.experiment1.models` (a learner at a model size,
-`gssm_jax.experiment1.learners`). A run whose `result.json` exists is finished. A run directory trained with different settings (e.g.
-after a calibration change) is an error, so results of two configurations never mix in one report.
+`gssm_jax.experiment1.learners`). A run whose `result.json` exists is finished. A run directory trained
+with different settings (e.g. after a calibration change) is an error, so results of two configurations
+never mix in one report.
 """
 
 from __future__ import annotations
