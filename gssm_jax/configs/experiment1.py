@@ -75,7 +75,7 @@ EVALS_PER_RUN = 20
 # gets the width matching its parameter count (gssm_jax.experiment1.learners). The README tabulates them.
 MODELS = {
     "cpu": {"small": {"width": 64, "depth": 2, "heads": 4}},
-    "medium": {"medium": {"width": 96, "depth": 3, "heads": 4}},
+    "medium": {"medium": {"width": 64, "depth": 3, "heads": 4}},
     "paper": {"small": {"width": 64, "depth": 2, "heads": 4}, "base": {"width": 128, "depth": 4, "heads": 8}},
     "tiny": {"tiny": {"width": 16, "depth": 1, "heads": 2}},
 }

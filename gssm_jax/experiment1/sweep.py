@@ -49,7 +49,7 @@ def calibrate_measures(config: ml_collections.ConfigDict, graph: str, measures: 
 
     calibration = config.calibration
     measurer = difficulty.Measurer(get_family(graph), seeds=calibration.seeds, batch_size=calibration.batch_size,
-                                   length=calibration_length(config, graph))
+                                   length=calibration_length(config, graph), measures=measures)
     return {measure: calibrate_graph(config, graph, measure, workdir, log, measurer) for measure in measures}
 
 
