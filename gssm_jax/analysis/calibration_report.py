@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from gssm_jax import files
 from gssm_jax.difficulty.measures import MEASURES, NATS_PER_BIT
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.sides import SIDES
 from gssm_jax.training.run_files import RESULT_FILE
 
@@ -33,14 +34,14 @@ def read_model_results(spec: str, settings: Mapping[str, dict]) -> dict[str, flo
     for item in filter(None, (part.strip() for part in spec.split(","))):
         row, separator, path = item.partition("=")
         if not separator or row not in settings:
-            raise ValueError(f"config.calibration.model_results item {item!r}: expected row=path with row in "
-                             f"{', '.join(settings)}")
+            raise UserError(f"config.calibration.model_results item {item!r}: expected row=path with row in "
+                            f"{', '.join(settings)}")
         path = os.path.join(path, RESULT_FILE) if os.path.isdir(path) else path
         with open(path) as file:
             result = json.load(file)
         if MODEL_LOSS_KEY not in result:
-            raise ValueError(f"config.calibration.model_results: {path} has no {MODEL_LOSS_KEY!r}; is it a training "
-                             "run's result?")
+            raise UserError(f"config.calibration.model_results: {path} has no {MODEL_LOSS_KEY!r}; is it a training "
+                            "run's result?")
         losses[row] = result[MODEL_LOSS_KEY] / NATS_PER_BIT
     return losses
 

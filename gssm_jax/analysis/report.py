@@ -29,6 +29,7 @@ from gssm_jax.analysis.comparisons import (
     family_size,
 )
 from gssm_jax.analysis.runs import Group, load_calibrations, load_floors, load_runs, unfinished_runs
+from gssm_jax.errors import UserError
 
 FACTOR_NAMES = {"graph": "graph", "measure": "matching measure", "learner": "learner", "model": "model size"}
 QUESTION_NAMES = {"final": "Ends lower", "reach": "Learns faster"}
@@ -183,7 +184,14 @@ def summary_record(comparisons: Sequence[Comparison]) -> dict:
 
 
 def write_report(workdir: str, settings: Settings) -> str:
-    """Writes `workdir/report.md`, its PNG plots and `workdir/summary.json` from the finished runs; returns the path."""
+    """Writes `workdir/report.md`, its PNG plots and `workdir/summary.json` from the finished runs; returns the path.
+
+    Raises:
+      UserError: `workdir` holds no runs (`workdir/runs` is missing).
+    """
+    if not os.path.isdir(os.path.join(workdir, "runs")):
+        raise UserError(f"--workdir={workdir} holds no runs (no {os.path.join(workdir, 'runs')}); run the sweep "
+                        "first (without --report_only), or pass the sweep's workdir")
     runs = load_runs(workdir)
     comparisons = compare(runs, settings)
     calibrations = load_calibrations(workdir)

@@ -15,11 +15,11 @@ calibration.md, calibration.png.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gssm_jax.cli import common as cli
-from gssm_jax.experiment1.calibration import run_calibration
+from gssm_jax.experiment1.calibration import check_calibration, run_calibration
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
                                           "optional :arg, e.g. calibrate:graph=chain.", lock_config=True)
@@ -28,20 +28,17 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     config = _CONFIG.value
     workdir = cli.resolve_workdir(config.get("workdir"), _WORKDIR.value)
+    check_calibration(config)  # before the config is logged: a bad field is then the only output
     logging.info("The config:\n%s", config)
-    try:
-        run_calibration(config, workdir, log=logging.info)
-    except ValueError as error:  # unreachable target, bad measure or model_results: one line
-        raise SystemExit(f"error: {' '.join(str(error).split())}") from None
+    run_calibration(config, workdir, log=logging.info)
 
 
 def run() -> None:
     """The console script (`gssm-calibrate`): parses the flags, then runs `main`."""
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)
 
 
 if __name__ == "__main__":

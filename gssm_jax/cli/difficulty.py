@@ -16,10 +16,11 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from gssm_jax import difficulty, files
-from gssm_jax.cli.common import parse_flags, resolve_workdir
+from gssm_jax.cli import common as cli
+from gssm_jax.errors import UserError
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.sampling import reference
@@ -83,11 +84,13 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    workdir = resolve_workdir(None, _WORKDIR.value)
-    for name in _GRAPHS.value:
-        get_family(name)  # fail now, with the valid names, rather than after minutes of work
+    cli.check_no_arguments(argv)
+    workdir = cli.resolve_workdir(None, _WORKDIR.value)
+    for name in _GRAPHS.value:  # fail now, with the valid names, rather than after minutes of work
+        try:
+            get_family(name)
+        except UserError as error:
+            raise UserError(f"--graphs: {error}") from None
     os.makedirs(workdir, exist_ok=True)
     settings = [row for row in SEED_TABLE if row[0] in _GRAPHS.value]
     rows = []
@@ -106,7 +109,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """The console script (`gssm-difficulty`): parses the flags, then runs `main`."""
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)
 
 
 if __name__ == "__main__":

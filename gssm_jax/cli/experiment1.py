@@ -10,7 +10,7 @@ report.md and its PNG plots. Rerunning the same command skips finished runs and 
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gssm_jax import configs
@@ -35,11 +35,9 @@ _CLUSTER = flags.DEFINE_enum("slurm_cluster", "slurm", ["slurm", "local", "debug
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     config = _CONFIG.value
     workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
-    cli.quiet_library_logs()
     start = time.time()
     failed = []
     if not _REPORT_ONLY.value:
@@ -48,10 +46,7 @@ def main(argv):
             slurm = sweep.SlurmOptions(partition=_PARTITION.value, time_minutes=_TIME.value,
                                        gpus_per_node=_GPUS.value, cpus_per_task=_CPUS.value,
                                        max_parallel=_PARALLEL.value, cluster=_CLUSTER.value)
-        try:
-            outcomes = sweep.run_experiment(config, workdir, slurm=slurm, log=logging.info)
-        except (sweep.SweepError, ValueError) as error:
-            raise SystemExit(f"error: {error}") from None
+        outcomes = sweep.run_experiment(config, workdir, slurm=slurm, log=logging.info)
         failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
     path = report.write_report(workdir, report.Settings.from_config(config.report))
     with open(path) as file:
@@ -65,7 +60,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-experiment1`): parses the flags, then runs `main`."""
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)
 
 
 if __name__ == "__main__":

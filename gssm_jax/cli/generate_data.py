@@ -8,7 +8,7 @@ Rerunning the same command resumes an interrupted generation; on a finished data
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gssm_jax.cli import common as cli
@@ -21,12 +21,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     from gssm_jax import data
 
     config = _CONFIG.value
-    logging.info("The config:\n%s", config)
     start = time.perf_counter()
 
     def report(event: data.GenerationProgress) -> None:
@@ -35,15 +33,12 @@ def main(argv):
                      "found finished" if event.from_disk else "written", event.sequences_done,
                      event.sequences_total, 100 * event.sequences_done / event.sequences_total, elapsed)
 
-    try:
-        dataset = data.generate_dataset(
-            _WORKDIR.value, config.graph.to_dict(), seed=config.seed, data_seed=config.data_seed,
-            num_train=config.num_train, num_test=config.num_test, length=config.length,
-            shard_size=config.shard_size, progress=report)
-        if not _SKIP_VERIFY.value:
-            dataset = data.load_dataset(dataset.directory, verify=True)
-    except ValueError as error:  # DatasetError, GraphError: one line naming the file or field
-        raise SystemExit(f"error: {error}") from None
+    dataset = data.generate_dataset(
+        _WORKDIR.value, config.graph.to_dict(), seed=config.seed, data_seed=config.data_seed,
+        num_train=config.num_train, num_test=config.num_test, length=config.length,
+        shard_size=config.shard_size, progress=report)
+    if not _SKIP_VERIFY.value:
+        dataset = data.load_dataset(dataset.directory, verify=True)
     logging.info("Dataset %s: %d train + %d test sequences of %d tokens (%s)%s", dataset.directory,
                  len(dataset.train), len(dataset.test), dataset.length, dataset.meta["dtype"],
                  "" if _SKIP_VERIFY.value else ", checksums verified")
@@ -51,7 +46,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-generate-data`): parses the flags, then runs `main`."""
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,16 @@
 
   gssm-train --config=base --config.train.num_steps=200 --workdir=runs/train_200
 
-Rerunning the same command resumes from the latest checkpoint in the workdir.
+Rerunning the same command resumes from the latest checkpoint in the workdir; Ctrl-C or SIGTERM saves a
+checkpoint first. A rerun whose config changes the computation is refused (`gssm_jax.training.resume`).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gssm_jax.cli import common as cli
 from gssm_jax.training import loop as train
 from gssm_jax.training import mesh as parallel
-from gssm_jax.training.step import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
                                           "optional :arg, e.g. base:size=tiny.", lock_config=True)
@@ -20,26 +20,21 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     config = _CONFIG.value
     workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
     parallel.initialize_distributed(config.distributed.initialize)  # before any other JAX call
-    cli.quiet_library_logs()
-    logging.info("The config:\n%s", config)
     try:
         result = train.train_and_evaluate(config, workdir)
     except train.Preempted as preempted:
         logging.warning("%s", preempted)
-        raise SystemExit(143) from None
-    except (ConfigError, FloatingPointError) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(128 + preempted.signal_number) from None  # the shell's status for death by that signal
     logging.info("Finished: %s", result)
 
 
 def run() -> None:
     """The console script (`gssm-train`): parses the flags, then runs `main`."""
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main)
 
 
 if __name__ == "__main__":

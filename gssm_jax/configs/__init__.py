@@ -13,6 +13,8 @@ import os
 
 import ml_collections
 
+from gssm_jax.errors import UserError
+
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 _NOT_CONFIGS = ("__init__", "common")
 
@@ -26,7 +28,7 @@ def names() -> tuple[str, ...]:
 def path(name: str) -> str:
     """The file of the shipped config `name`; a ValueError lists the shipped names."""
     if name not in names():
-        raise ValueError(f"no shipped config named {name!r}; shipped configs are {', '.join(names())}")
+        raise UserError(f"no shipped config named {name!r}; shipped configs are {', '.join(names())}")
     return os.path.join(DIRECTORY, f"{name}.py")
 
 
@@ -45,8 +47,8 @@ def resolve(spec: str) -> str:
     name = os.path.basename(file)
     name = name[:-3] if name.endswith(".py") else name
     if name not in names():
-        raise ValueError(f"--config={spec}: no file {file!r} and no shipped config named {name!r}; pass a config "
-                         f"file or one of {', '.join(names())}")
+        raise UserError(f"--config={spec}: no file {file!r} and no shipped config named {name!r}; pass a config "
+                        f"file or one of {', '.join(names())}")
     return path(name) + separator + arg
 
 

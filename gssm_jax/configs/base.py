@@ -13,7 +13,9 @@ The optional argument after `:` is a comma-separated list of `key=value`:
            tiny (2 hidden nodes x 2 states, 8 tokens, seconds: for tests and smoke runs);
   alpha_x  Dirichlet concentration of X's emission rows (float > 0; default 1e-3);
   alpha_z  Dirichlet concentration of every hidden node's rows (float > 0; default 0.125).
-Rerunning the same command resumes from the latest checkpoint in the workdir.
+Rerunning the same command resumes from the latest checkpoint in the workdir (a finished run trains on
+when train.num_steps is raised); a change to a field that changes the computation is refused unless
+train.allow_changes names it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import ml_collections
 
 from gssm_jax.configs.common import parse_arg
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import experiment1_graph_config
 
 SIZES = ("cpu", "paper", "tiny")
@@ -32,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     options = parse_arg(arg, ARG_DEFAULTS, {"size": SIZES})
     for name in ("alpha_x", "alpha_z"):
         if not options[name] > 0:
-            raise ValueError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")
+            raise UserError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")
     paper, tiny = options["size"] == "paper", options["size"] == "tiny"
 
     config = ml_collections.ConfigDict()
@@ -124,6 +127,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Memory budget of the train step per device, GiB (XLA's compile-time estimate, checked at start; 0 = no
     # check). 40 = half of an 80 GB accelerator.
     config.train.memory_budget_gib = 40.0
+    # Resuming a run whose saved config differs in a field that changes the computation is refused; this
+    # comma-separated list of dotted fields (e.g. "optimizer.learning_rate,train.num_steps") lets those changes
+    # through. Logging, eval and checkpoint frequencies and a larger num_steps never need it
+    # (gssm_jax.training.resume).
+    config.train.allow_changes = ""
 
     config.eval = ml_collections.ConfigDict()
     # Held-out sequences (fixed for the run), of data.length tokens; the excess-loss standard error

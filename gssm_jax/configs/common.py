@@ -7,6 +7,8 @@ from typing import Any
 
 import ml_collections
 
+from gssm_jax.errors import UserError
+
 
 def parse_arg(arg: str | None, defaults: Mapping[str, Any],
               choices: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
@@ -28,18 +30,18 @@ def parse_arg(arg: str | None, defaults: Mapping[str, Any],
             continue
         key, separator, value = (part.strip() for part in item.partition("="))
         if not separator or key not in defaults:
-            raise ValueError(f"config argument {item!r}: expected key=value with key in {', '.join(defaults)}")
+            raise UserError(f"config argument {item!r}: expected key=value with key in {', '.join(defaults)}")
         if key in given:
-            raise ValueError(f"config argument {key} is given twice; give each key once")
+            raise UserError(f"config argument {key} is given twice; give each key once")
         given.add(key)
         kind = type(defaults[key])
         try:
             options[key] = kind(value)
         except ValueError:
-            raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from None
+            raise UserError(f"config argument {key}={value!r}: expected a {kind.__name__}") from None
         valid = (choices or {}).get(key)
         if valid is not None and options[key] not in valid:
-            raise ValueError(f"config argument {key}={options[key]!r}: valid values are {', '.join(valid)}")
+            raise UserError(f"config argument {key}={options[key]!r}: valid values are {', '.join(valid)}")
     return options
 
 

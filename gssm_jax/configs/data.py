@@ -25,6 +25,7 @@ import ml_collections
 
 from gssm_jax import data
 from gssm_jax.configs.common import parse_arg
+from gssm_jax.errors import UserError
 from gssm_jax.model import families as graph_families
 
 SIZES = ("cpu", "paper", "tiny")
@@ -39,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for name, reference in zip(("alpha_x", "alpha_z"), family.reference, strict=True):
         alphas[name] = reference if options[name] == ARG_DEFAULTS[name] else options[name]
         if not alphas[name] > 0:
-            raise ValueError(f"config argument {name}={alphas[name]}: must be a Dirichlet concentration > 0")
+            raise UserError(f"config argument {name}={alphas[name]}: must be a Dirichlet concentration > 0")
     paper, tiny = options["size"] == "paper", options["size"] == "tiny"
 
     config = ml_collections.ConfigDict()

@@ -53,6 +53,7 @@ import ml_collections
 
 from gssm_jax.configs import base
 from gssm_jax.configs.common import calibration_config, parse_arg
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.learners import TRANSFORMER, learner_models, parse_learners, resolved_model
 from gssm_jax.experiment1.sides import SIDE_NAMES, SMALL_ALPHA, get_side
 from gssm_jax.model.families import FAMILIES
@@ -122,7 +123,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sides = SIDE_NAMES if options["side"] == "both" else (options["side"],)
     match, size, free_alpha = options["match"], options["size"], options["free_alpha"]
     if not (math.isnan(free_alpha) or 0 < free_alpha < math.inf):
-        raise ValueError(f"config argument free_alpha={free_alpha}: must be a Dirichlet concentration > 0")
+        raise UserError(f"config argument free_alpha={free_alpha}: must be a Dirichlet concentration > 0")
     learners = parse_learners(options["learners"], KINDS)
     budget = BUDGETS[size]
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from gssm_jax import keys
 from gssm_jax.data.load import ShardedSplit
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.sampling.tables import SamplingTables
@@ -74,7 +75,7 @@ def batch_indices(step: int, *, batch_size: int, seed: int, num_sequences: int) 
     end of one epoch and the start of the next. Pure in its arguments: resuming at any step is exact.
     """
     if num_sequences < 1:
-        raise ValueError(f"num_sequences={num_sequences}: need at least one training sequence")
+        raise UserError(f"num_sequences={num_sequences}: need at least one training sequence")
     positions = step * batch_size + np.arange(batch_size, dtype=np.int64)
     epochs, offsets = np.divmod(positions, num_sequences)
     indices = np.empty(batch_size, np.int64)
@@ -87,7 +88,7 @@ def batch_indices(step: int, *, batch_size: int, seed: int, num_sequences: int) 
 def check_num_sequences(split: ShardedSplit, num_sequences: int, field: str = "config.data.num_sequences") -> None:
     """One-line ValueError naming `field` if the split has fewer than `num_sequences` (>= 1) sequences."""
     if not 1 <= num_sequences <= len(split):
-        raise ValueError(f"{field}={num_sequences}: must be between 1 and the {len(split)} sequences of the split")
+        raise UserError(f"{field}={num_sequences}: must be between 1 and the {len(split)} sequences of the split")
 
 
 def file_batch(split: ShardedSplit, step: int, *, batch_size: int, seed: int, num_sequences: int) -> np.ndarray:

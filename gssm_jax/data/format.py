@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from gssm_jax.errors import UserError
 from gssm_jax.keys import SPLIT_IDS, shard_key
 from gssm_jax.model.graph import GraphSpec, token_dtype
 from gssm_jax.model.kernels import Kernels
@@ -44,7 +45,7 @@ PROGRESS_FILE = "progress.json"
 __all__ = ["SPLIT_IDS", "shard_key", "token_dtype"]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset directory that cannot be used as asked; the message names the file or field and the fix."""
 
 

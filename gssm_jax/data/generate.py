@@ -85,6 +85,8 @@ def generate_dataset(directory: str | os.PathLike, graph_config: Any, *, seed: i
         "shard_size": int(shard_size),
     }
     directory = pathlib.Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DatasetError(f"{directory} is a file, not a directory; pass a dataset directory (--workdir)")
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / META_FILE).exists():
         check_same(read_json(directory / META_FILE), parameters, f"{directory} holds a finished dataset")

@@ -124,7 +124,8 @@ def _check_file(path: pathlib.Path, sha256: str, verify: bool) -> None:
         raise DatasetError(f"{path}: listed in meta.json but missing; regenerate the dataset")
     if verify and file_sha256(path) != sha256:
         raise DatasetError(f"{path}: sha256 does not match meta.json (corrupt or modified); regenerate the "
-                           f"dataset, or pass verify=False (--skip_verify) to read it anyway")
+                           "dataset, or read it anyway: --config.data.verify=False (gssm-train), --skip_verify "
+                           "(gssm-generate-data), verify=False (load_dataset)")
 
 
 def _open_shard(path: pathlib.Path, entry: dict, dtype: np.dtype, verify: bool) -> np.ndarray:

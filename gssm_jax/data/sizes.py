@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gssm_jax.errors import UserError
+
 # The seed's n_data grid (sequences in the training set), in half-decades; `cpu` stays laptop-sized,
 # `tiny` is a smoke run.
 DATA_SIZE_GRIDS = {
@@ -14,5 +16,5 @@ DATA_SIZE_GRIDS = {
 def data_size_grid(size: str) -> tuple[int, ...]:
     """Training-set sizes (sequences) of the data-size sweep for `size` in `DATA_SIZE_GRIDS`."""
     if size not in DATA_SIZE_GRIDS:
-        raise ValueError(f"size={size!r}: valid sizes are {', '.join(DATA_SIZE_GRIDS)}")
+        raise UserError(f"size={size!r}: valid sizes are {', '.join(DATA_SIZE_GRIDS)}")
     return DATA_SIZE_GRIDS[size]

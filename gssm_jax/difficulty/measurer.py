@@ -24,6 +24,7 @@ from gssm_jax.difficulty.measures import (
     gzip_bytes_per_token,
     parallel_map,
 )
+from gssm_jax.errors import UserError
 from gssm_jax.inference import api as inference
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels, sample_node_kernel
@@ -41,7 +42,7 @@ def with_alphas(graph_config: Mapping[str, Any], alphas: Mapping[str, float]) ->
     """
     unknown = set(alphas) - set(ALPHA_NAMES)
     if unknown:
-        raise ValueError(f"unknown alpha names {sorted(unknown)}; valid names are {', '.join(ALPHA_NAMES)}")
+        raise UserError(f"unknown alpha names {sorted(unknown)}; valid names are {', '.join(ALPHA_NAMES)}")
     graph = GraphSpec.from_config(graph_config)
     nodes = []
     for node in graph.nodes:
@@ -58,7 +59,7 @@ def graph_at(graph_or_family: Any, alphas: Mapping[str, float]) -> GraphSpec:
     if hasattr(graph_or_family, "config"):
         missing = set(ALPHA_NAMES) - set(alphas)
         if missing:
-            raise ValueError(f"a graph family needs both alphas; missing {sorted(missing)}")
+            raise UserError(f"a graph family needs both alphas; missing {sorted(missing)}")
         return GraphSpec.from_config(graph_or_family.config(alphas["alpha_X"], alphas["alpha_Z"]))
     return GraphSpec.from_config(with_alphas(graph_or_family, alphas))
 
@@ -125,7 +126,7 @@ class Measurer:
     def __init__(self, graph_or_family: Any, *, seeds: Sequence[int], batch_size: int, length: int,
                  max_cached_settings: int = 8, measures: Sequence[str] = ()):
         if not seeds:
-            raise ValueError("seeds is empty; give at least one graph seed, e.g. seeds=(0, 1, 2, 3)")
+            raise UserError("seeds is empty; give at least one graph seed, e.g. seeds=(0, 1, 2, 3)")
         self.graph_or_family = graph_or_family
         self.seeds = tuple(int(seed) for seed in seeds)
         self.batch_size = batch_size

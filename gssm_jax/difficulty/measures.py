@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from gssm_jax.errors import UserError
+
 NATS_PER_BIT = math.log(2.0)
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "zlib": lambda data: zlib.compress(data, 9),
@@ -64,7 +66,7 @@ def packed_bytes(tokens, vocab_size: int) -> bytes:
     """
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"tokens must lie in [0, vocab_size={vocab_size}); got [{tokens.min()}, {tokens.max()}]")
+        raise UserError(f"tokens must lie in [0, vocab_size={vocab_size}); got [{tokens.min()}, {tokens.max()}]")
     dtype = "<u1" if vocab_size <= 2**8 else "<u2" if vocab_size <= 2**16 else "<u4"
     return tokens.astype(dtype).tobytes()
 
@@ -81,7 +83,7 @@ def compressed_bits_per_token(tokens, compressor: str, vocab_size: int) -> float
       8 * compressed bytes / number of tokens, in bits per token (includes the format's header).
     """
     if compressor not in COMPRESSORS:
-        raise ValueError(f"compressor {compressor!r} is unknown; valid compressors are {', '.join(COMPRESSORS)}")
+        raise UserError(f"compressor {compressor!r} is unknown; valid compressors are {', '.join(COMPRESSORS)}")
     tokens = np.asarray(tokens)
     return 8.0 * len(COMPRESSORS[compressor](packed_bytes(tokens, vocab_size))) / tokens.size
 
@@ -117,4 +119,4 @@ def parallel_map(function: Callable[[Any], Any], items: Sequence[Any], max_worke
 def check_measure(measure: str) -> None:
     """Raises a ValueError listing the valid measures if `measure` is not one of them."""
     if measure not in MEASURES:
-        raise ValueError(f"measure {measure!r} is unknown; valid measures are {', '.join(MEASURES)}")
+        raise UserError(f"measure {measure!r} is unknown; valid measures are {', '.join(MEASURES)}")

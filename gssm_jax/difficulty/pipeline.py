@@ -18,6 +18,7 @@ from typing import Any
 from gssm_jax.difficulty.measurer import ALPHA_NAMES, Measurer
 from gssm_jax.difficulty.measures import MEASURES, check_measure
 from gssm_jax.difficulty.search import DEFAULT_BOUNDS, Calibration, Evaluation, find_alpha
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.sides import SIDES, SMALL_ALPHA
 
 
@@ -38,8 +39,8 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
     """
     check_measure(measure)
     if free not in ALPHA_NAMES or set(fixed) != set(ALPHA_NAMES) - {free}:
-        raise ValueError(f"free must be one of {ALPHA_NAMES} and fixed must give exactly the other one; "
-                         f"got free={free!r}, fixed={dict(fixed)}")
+        raise UserError(f"free must be one of {ALPHA_NAMES} and fixed must give exactly the other one; "
+                        f"got free={free!r}, fixed={dict(fixed)}")
 
     def objective(alpha: float) -> tuple[float, float]:
         result = measurer({**fixed, free: alpha}, measure)
@@ -106,8 +107,8 @@ def calibrate_pair(measurer: Measurer, *, measure: str, tolerance: float, small:
 
 def _family_reference(graph_or_family: Any) -> Mapping[str, float]:
     if not hasattr(graph_or_family, "reference_alphas"):
-        raise ValueError("a plain graph config has no reference setting; pass target= or reference={'alpha_X': ..., "
-                         "'alpha_Z': ...}")
+        raise UserError("a plain graph config has no reference setting; pass target= or reference={'alpha_X': ..., "
+                        "'alpha_Z': ...}")
     return graph_or_family.reference_alphas
 
 

@@ -24,10 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from gssm_jax.errors import UserError
+
 DEFAULT_BOUNDS = (1e-4, 10.0)
 
 
-class UnreachableTargetError(ValueError):
+class UnreachableTargetError(UserError):
     """The target difficulty is outside what the free alpha reaches within its bounds."""
 
 

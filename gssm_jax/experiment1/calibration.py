@@ -19,6 +19,7 @@ from typing import Any
 import ml_collections
 
 from gssm_jax import files
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.sides import SIDES
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
@@ -27,6 +28,44 @@ Log = Callable[[str], None]
 # Bracketing steps after the grid, per side, in the calibrations recorded in benchmarks/RESULTS.md (19-26
 # trials per measure with a 6-point grid): used only for the time estimate logged before a calibration.
 EXPECTED_REFINEMENTS = 5
+
+
+def check_calibration(config: ml_collections.ConfigDict, graphs_field: str = "config.calibration.graphs") -> None:
+    """Refuses a `config.calibration` that cannot run, before anything is sampled or compiled.
+
+    Args:
+      graphs_field: the field the graphs come from, named in the error (the sweep's are config.experiment1.graphs).
+
+    Raises:
+      UserError: one line naming the field and the fix.
+    """
+    from gssm_jax.difficulty.measures import MEASURES  # noqa: PLC0415 (keeps this module free of JAX)
+
+    calibration = config.calibration
+    graphs, measures, seeds = tuple(calibration.graphs), tuple(calibration.measures), tuple(calibration.seeds)
+    if not graphs:
+        raise UserError(f"{graphs_field} is empty; name at least one graph family")
+    for graph in graphs:
+        try:
+            get_family(graph)
+        except UserError as error:
+            raise UserError(f"{graphs_field}: {error}") from None
+    unknown = [measure for measure in measures if measure not in MEASURES]
+    if not measures or unknown:
+        raise UserError(f"config.calibration.measures={measures}: valid measures are {', '.join(MEASURES)}")
+    if len(set(seeds)) < 2:
+        raise UserError(f"config.calibration.seeds={seeds}: give at least 2 distinct graph seeds (the standard "
+                        "error of a difficulty is over seeds)")
+    if calibration.target is not None and len(measures) != 1:
+        raise UserError("config.calibration.target is in one measure's unit; give a single measure "
+                        "(--config.calibration.measures=entropy,)")
+    for field, value, smallest in (("batch_size", calibration.batch_size, 1), ("length", calibration.length, 0),
+                                   ("grid_points", calibration.grid_points, 2)):
+        if value < smallest:
+            raise UserError(f"config.calibration.{field}={value} must be >= {smallest}")
+    if not 0 < calibration.min_alpha < calibration.max_alpha or not calibration.small > 0:
+        raise UserError(f"config.calibration: need 0 < min_alpha ({calibration.min_alpha}) < max_alpha "
+                        f"({calibration.max_alpha}) and small ({calibration.small}) > 0")
 
 
 def calibration_path(workdir: str, graph: str, measure: str) -> str:
@@ -155,13 +194,9 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
     from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when called)
     from gssm_jax.analysis import calibration_report  # noqa: PLC0415 (matplotlib)
 
+    check_calibration(config)
     calibration = config.calibration
     measures = tuple(calibration.measures)
-    for measure in measures:
-        difficulty.check_measure(measure)
-    if calibration.target is not None and len(measures) != 1:
-        raise ValueError("config.calibration.target is in one measure's unit; give a single measure "
-                         "(--config.calibration.measures=entropy,)")
     result = {"config": calibration.to_dict(), "graphs": {}}
     for graph in calibration.graphs:
         family = get_family(graph)

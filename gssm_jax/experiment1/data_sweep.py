@@ -14,7 +14,10 @@ from collections.abc import Callable
 import ml_collections
 
 from gssm_jax import data, files
+from gssm_jax.errors import UserError
+from gssm_jax.training import checks
 from gssm_jax.training import loop as train
+from gssm_jax.training import mesh as parallel
 
 RESULT_KEYS = ("eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
                "eval/excess_loss_standard_error")
@@ -52,7 +55,12 @@ def run_data_sweep(config: ml_collections.ConfigDict, workdir: str, log: Callabl
     sweep = config.data_sweep
     sizes = sorted(int(n) for n in sweep.num_sequences)
     if not sizes or sizes[0] < 1:
-        raise ValueError(f"config.data_sweep.num_sequences={list(sweep.num_sequences)}: give sizes >= 1")
+        raise UserError(f"config.data_sweep.num_sequences={list(sweep.num_sequences)}: give sizes >= 1")
+    # The training fields, before the dataset is generated (it is checked against the config once written).
+    checks.check_workdir(workdir)
+    unwritten = copy.deepcopy(config)
+    unwritten.data.source = "onfly"
+    checks.check_config(unwritten, None, parallel.data_parallel_mesh())
     dataset_path = os.path.join(workdir, "dataset")
     log(f"dataset: {sizes[-1]:,} training + {sweep.num_test:,} test sequences of {config.data.length} tokens "
         f"in {dataset_path}")

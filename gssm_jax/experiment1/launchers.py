@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.plan import SweepError
 
 Log = Callable[[str], None]
@@ -79,7 +80,7 @@ class SlurmOptions:
 def slurm_parameters(options: SlurmOptions, name: str = "experiment1") -> dict[str, Any]:
     """Keyword arguments of `submitit.AutoExecutor.update_parameters` for `options`."""
     if options.time_minutes <= 0 or options.gpus_per_node < 0 or options.max_parallel < 1:
-        raise ValueError(f"need slurm time_minutes > 0, gpus_per_node >= 0 and max_parallel >= 1; got {options}")
+        raise UserError(f"need slurm time_minutes > 0, gpus_per_node >= 0 and max_parallel >= 1; got {options}")
     parameters = {"name": name, "timeout_min": options.time_minutes, "nodes": 1, "tasks_per_node": 1,
                   "gpus_per_node": options.gpus_per_node, "cpus_per_task": options.cpus_per_task,
                   "slurm_array_parallelism": options.max_parallel}

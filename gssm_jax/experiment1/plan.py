@@ -16,13 +16,14 @@ import os
 
 import ml_collections
 
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.learners import resolved_model
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.training import run_files as metrics
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError):
     """A sweep that cannot continue safely (stale run directories, failed runs); the message says what to do."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from gssm_jax.errors import UserError
+
 SMALL_ALPHA = 1e-3  # the seed's small Dirichlet concentration
 
 
@@ -47,4 +49,4 @@ def get_side(name: str) -> Side:
     for side in SIDES:
         if side.name == name:
             return side
-    raise ValueError(f"side {name!r} is unknown; valid sides are {', '.join(SIDE_NAMES)}")
+    raise UserError(f"side {name!r} is unknown; valid sides are {', '.join(SIDE_NAMES)}")

@@ -25,10 +25,11 @@ from typing import Any
 
 import ml_collections
 
-from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length
+from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor
 from gssm_jax.experiment1.launchers import Log, SlurmOptions, Task, run_local, run_slurm
 from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
+from gssm_jax.experiment1.sides import get_side
 from gssm_jax.model.families import get_family
 
 
@@ -88,6 +89,43 @@ def _link(path: str, target: str) -> None:
 
 
 # ---- the experiment ------------------------------------------------------------------------------
+def check_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses, before anything is calibrated or compiled, a sweep config that cannot run (one line per error).
+
+    Checks config.experiment1 (graphs, sides, seeds, models, lengths), config.calibration, the workdir, and the
+    training config of every (graph, model) of the plan (`gssm_jax.training.checks`).
+
+    Raises:
+      UserError: naming the field and the fix.
+    """
+    from gssm_jax.training import checks  # noqa: PLC0415 (the training stack only when training)
+    from gssm_jax.training import mesh as parallel  # noqa: PLC0415
+
+    sweep = config.experiment1
+    for field, names, get in (("graphs", sweep.graphs, get_family), ("sides", sweep.sides, get_side)):
+        if not names:
+            raise SweepError(f"config.experiment1.{field} is empty; name at least one")
+        for name in names:
+            try:
+                get(name)
+            except ValueError as error:
+                raise SweepError(f"config.experiment1.{field}: {error}") from None
+    for field in ("seeds", "models"):
+        if not sweep[field]:
+            raise SweepError(f"config.experiment1.{field} is empty; give at least one")
+    missing = [graph for graph in sweep.graphs if graph not in sweep.lengths]
+    if missing:
+        raise SweepError(f"config.experiment1.lengths has no entry for {', '.join(missing)}; add one per graph")
+    check_calibration(config, graphs_field="config.experiment1.graphs")
+    checks.check_workdir(workdir)
+    mesh = parallel.data_parallel_mesh()
+    for graph in sweep.graphs:
+        alphas = dict(zip(("alpha_X", "alpha_Z"), get_family(graph).reference, strict=True))
+        for model in sweep.models:
+            cell = Cell(config.calibration.measures[0], graph, sweep.sides[0], int(sweep.seeds[0]), model)
+            checks.check_config(run_config(config, cell, alphas, workdir), None, mesh)
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: SlurmOptions | None = None,
                    log: Log = print) -> dict[str, Any]:
     """Calibrates every graph on every measure (cached), computes the n-gram floors, trains every unfinished cell.
@@ -98,12 +136,14 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
       `{task name: result dict or the exception of a failed task}` for the runs trained now (and floors computed).
 
     Raises:
+      UserError: a config field the sweep cannot run with (`check_experiment`), before anything runs.
       SweepError: a run directory holds a run with other settings, or a calibration failed.
     """
     def launch(tasks: list[Task], stage: str) -> dict[str, Any]:
         folder = os.path.join(workdir, "slurm", stage)
         return run_local(tasks, log) if slurm is None else run_slurm(tasks, folder, slurm, log)
 
+    check_experiment(config, workdir)
     graphs, measures = list(config.experiment1.graphs), tuple(config.calibration.measures)
     missing = {graph: tuple(measure for measure in measures if cached_record(config, graph, measure, workdir) is None)
                for graph in graphs}

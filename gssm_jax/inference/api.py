@@ -37,8 +37,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from gssm_jax.errors import UserError
 from gssm_jax.inference import chains as chain_forward
 from gssm_jax.inference import factorised as factorised_forward
 from gssm_jax.inference.factorised import pairwise_sum
@@ -111,7 +113,8 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: 
       graph: the graph (static); must have no `context` nodes (see `context_log_likelihood`).
       kernels: the true kernels (`gssm_jax.kernels.sample_kernels`, or numpy tables
         `(*input_sizes, states)`); computed in their float dtype (float32 unless x64 is enabled).
-      tokens: integer `(batch, length)` (uint8, int32 or int64); values outside [0, V) give NaN.
+      tokens: integer `(batch, length)` (uint8, int32 or int64) in [0, V), V = X's states; values outside
+        raise a ValueError (checked outside `jit` only: traced tokens cannot be inspected).
       implementation: "auto" (by `jax.default_backend()`), "cpu" or "batched" (`IMPLEMENTATIONS`).
 
     Returns:
@@ -153,10 +156,10 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
       a `ContextEstimate` (nats).
     """
     if not _context_nodes(graph):
-        raise ValueError("context_log_likelihood: the graph has no context nodes; use log_likelihood (exact)")
+        raise UserError("context_log_likelihood: the graph has no context nodes; use log_likelihood (exact)")
     if num_draws < 2 or num_draws % 2:
-        raise ValueError(f"num_draws is {num_draws}; use an even number >= 2 (the standard error and the bias "
-                         "estimate compare draws)")
+        raise UserError(f"num_draws is {num_draws}; use an even number >= 2 (the standard error and the bias "
+                        "estimate compare draws)")
     tokens = _check_tokens(graph, tokens)
     tables = {name: conditional_table(graph, kernels, name)
               for name in _node_names(graph) if name not in _context_nodes(graph)}
@@ -186,7 +189,7 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
     tokens = _check_tokens(graph, tokens)
     if _context_nodes(graph):
         if key is None:
-            raise ValueError(
+            raise UserError(
                 f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know: "
                 "pass key=jax.random.key(...) for the Monte Carlo estimate"
             )
@@ -215,19 +218,27 @@ def _node_names(graph: GraphSpec) -> tuple[str, ...]:
 
 def _check_exact(graph: GraphSpec) -> None:
     if _context_nodes(graph):
-        raise ValueError(
+        raise UserError(
             f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know; "
             "the exact forward pass does not apply: use context_log_likelihood or entropy_rate(..., key=...)"
         )
 
 
 def _check_tokens(graph: GraphSpec, tokens) -> jax.Array:
-    tokens = jnp.asarray(tokens)
+    if not isinstance(tokens, jax.Array):
+        tokens = np.asarray(tokens)
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be an integer array (batch, length), got {tokens.dtype} {tokens.shape}")
+        raise UserError(f"tokens must be an integer array (batch, length), got {tokens.dtype} {tokens.shape}")
     if tokens.shape[1] == 0:
-        raise ValueError("tokens has length 0; the loss needs at least one token per sequence")
-    return tokens.astype(jnp.int32)
+        raise UserError("tokens has length 0; the loss needs at least one token per sequence")
+    if tokens.size and not isinstance(tokens, jax.core.Tracer):
+        # One reduction before dispatch (a host array never leaves the host for it): out-of-range tokens would
+        # otherwise index the emission table out of bounds and come back as NaN losses.
+        low, high = (int(value) for value in jax.device_get((tokens.min(), tokens.max())))
+        if low < 0 or high >= graph.vocab_size:
+            raise UserError(f"tokens must lie in [0, {graph.vocab_size}) (the states of X), got values in "
+                            f"[{low}, {high}]")
+    return jnp.asarray(tokens).astype(jnp.int32)
 
 
 def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
@@ -240,7 +251,7 @@ def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
 def resolve_implementation(implementation: str) -> str:
     """"cpu" or "batched" for an `implementation` argument; "auto" picks by `jax.default_backend()`."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation is {implementation!r}; use one of {', '.join(IMPLEMENTATIONS)}")
+        raise UserError(f"implementation is {implementation!r}; use one of {', '.join(IMPLEMENTATIONS)}")
     if implementation == "auto":
         return "cpu" if jax.default_backend() == "cpu" else "batched"
     return implementation

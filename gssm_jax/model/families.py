@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import experiment1_graph_config
 
 
@@ -77,5 +78,5 @@ FAMILIES: dict[str, GraphFamily] = {
 def get_family(name: str) -> GraphFamily:
     """The family called `name`; a ValueError lists the valid names."""
     if name not in FAMILIES:
-        raise ValueError(f"graph family {name!r} is unknown; valid families are {', '.join(FAMILIES)}")
+        raise UserError(f"graph family {name!r} is unknown; valid families are {', '.join(FAMILIES)}")
     return FAMILIES[name]

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from gssm_jax.errors import UserError
+
 MODES = ("default", "dead", "slow", "context")
 KERNELS = ("fullrank", "product")
 MAX_OBSERVED_STATES = 2**31
@@ -33,7 +35,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint8 if vocab_size <= 256 else np.int32)
 
 
-class GraphError(ValueError):
+class GraphError(UserError):
     """A graph config that cannot describe a GSSM. The message names the node, the field and the fix."""
 
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gssm_jax.errors import UserError
 from gssm_jax.models.blockwise_attention import blockwise_attention
 
 IMPLEMENTATIONS = ("auto", "xla", "blockwise", "cudnn")
@@ -43,7 +44,7 @@ class Choice(NamedTuple):
 def check_name(implementation: str) -> None:
     """ValueError (one line naming config.model.attention) unless `implementation` is a known name."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{FIELD}={implementation!r}; valid choices are {', '.join(IMPLEMENTATIONS)}")
+        raise UserError(f"{FIELD}={implementation!r}; valid choices are {', '.join(IMPLEMENTATIONS)}")
 
 
 def _cudnn_unavailable(platform: str, compute_capability: str | None, dtype, head_size: int) -> str | None:
@@ -87,7 +88,7 @@ def choose(implementation: str, dtype, length: int, head_size: int, platform: st
     block = CPU_BLOCK if platform == "cpu" else ACCELERATOR_BLOCK
     cudnn_problem = _cudnn_unavailable(platform, compute_capability, dtype, head_size)
     if implementation == "cudnn" and cudnn_problem:
-        raise ValueError(f"{FIELD}='cudnn' {cudnn_problem}; use auto, xla or blockwise")
+        raise UserError(f"{FIELD}='cudnn' {cudnn_problem}; use auto, xla or blockwise")
     if implementation == "auto":
         if cudnn_problem is None:
             return Choice("cudnn")

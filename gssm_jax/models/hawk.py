@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.models import recurrence
 from gssm_jax.models.recurrent import RecurrentConfig, RecurrentLM, dense
 from gssm_jax.models.transformer import GatedMLP
@@ -54,7 +55,7 @@ class HawkConfig(RecurrentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.heads < 1 or self.conv_width < 1 or self.mlp_ratio <= 0:
-            raise ValueError("config.model.heads and conv_width must be >= 1 and mlp_ratio > 0")
+            raise UserError("config.model.heads and conv_width must be >= 1 and mlp_ratio > 0")
 
     @property
     def hidden(self) -> int:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.models import recurrence
 from gssm_jax.models.recurrent import RecurrentConfig, RecurrentLM, dense
 
@@ -48,7 +49,7 @@ class MambaConfig(RecurrentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.state_size < 1 or self.conv_width < 1:
-            raise ValueError("config.model.state_size and conv_width must be >= 1")
+            raise UserError("config.model.state_size and conv_width must be >= 1")
 
     @property
     def step_rank(self) -> int:

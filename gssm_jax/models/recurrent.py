@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.models import recurrence
 from gssm_jax.models.transformer import DTYPES, GatedMLP
 
@@ -51,11 +52,11 @@ class RecurrentConfig:
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise ValueError(f"config.model.dtype is {self.dtype!r}; valid dtypes are {', '.join(DTYPES)}")
+            raise UserError(f"config.model.dtype is {self.dtype!r}; valid dtypes are {', '.join(DTYPES)}")
         if self.width < 1 or self.depth < 1 or self.init_scale <= 0:
-            raise ValueError("config.model.width and depth must be >= 1 and init_scale > 0")
+            raise UserError("config.model.width and depth must be >= 1 and init_scale > 0")
         if self.expansion <= 0:
-            raise ValueError(f"config.model.expansion={self.expansion} must be > 0")
+            raise UserError(f"config.model.expansion={self.expansion} must be > 0")
         recurrence.check_method(self.scan)
 
     @property

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.models.hawk import Hawk, HawkConfig
 from gssm_jax.models.lstm import LSTM, LSTMConfig
 from gssm_jax.models.mamba import Mamba, MambaConfig
@@ -42,7 +43,7 @@ PARAMETER_TOLERANCE = 0.10  # matched widths give the target parameter count wit
 
 def check_kind(kind: str) -> None:
     if kind not in _MODELS:
-        raise ValueError(f"config.model.kind={kind!r}; valid kinds are {', '.join(KINDS)}")
+        raise UserError(f"config.model.kind={kind!r}; valid kinds are {', '.join(KINDS)}")
 
 
 def model_config(kind: str, vocab_size: int, fields: Mapping[str, Any]) -> Any:
@@ -119,8 +120,8 @@ def match_width(kind: str, vocab_size: int, fields: Mapping[str, Any], target_pa
     candidates = [MatchedWidth(kind, width, count(width), target_parameters) for width in {low, high}]
     best = min(candidates, key=lambda match: abs(match.relative_error))
     if abs(best.relative_error) > tolerance:
-        raise ValueError(f"no {kind} width gives {target_parameters:,} parameters within {tolerance:.0%} "
-                         f"(nearest: width {best.width}, {best.parameters:,}); change config.model.depth")
+        raise UserError(f"no {kind} width gives {target_parameters:,} parameters within {tolerance:.0%} "
+                        f"(nearest: width {best.width}, {best.parameters:,}); change config.model.depth")
     return best
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.models import attention as attention_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -57,15 +58,18 @@ class TransformerConfig:
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise ValueError(f"config.model.dtype is {self.dtype!r}; valid dtypes are {', '.join(DTYPES)}")
+            raise UserError(f"config.model.dtype is {self.dtype!r}; valid dtypes are {', '.join(DTYPES)}")
+        if self.heads < 1 or self.width < 1:
+            raise UserError(f"config.model.heads={self.heads} and config.model.width={self.width} must be >= 1")
         if self.width % self.heads:
-            raise ValueError(f"config.model.width={self.width} must be divisible by config.model.heads={self.heads}")
+            raise UserError(f"config.model.width={self.width} must be divisible by config.model.heads={self.heads}")
         if (self.width // self.heads) % 2:
-            raise ValueError(
+            raise UserError(
                 f"config.model.width / heads = {self.width // self.heads} must be even for rotary embeddings"
             )
         if self.depth < 1 or self.mlp_ratio <= 0 or self.init_scale <= 0:
-            raise ValueError("config.model.depth must be >= 1 and mlp_ratio, init_scale > 0")
+            raise UserError(f"config.model.depth={self.depth} must be >= 1, and config.model.mlp_ratio="
+                            f"{self.mlp_ratio} and config.model.init_scale={self.init_scale} > 0")
         attention_lib.check_name(self.attention)
 
     @property

@@ -43,6 +43,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gssm_jax import keys
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import GraphSpec, token_dtype
 from gssm_jax.model.kernels import Kernels, check_rows
 from gssm_jax.sampling.tables import LARGEST_WORD, SamplingTables, draw_from_thresholds, node_thresholds
@@ -123,7 +124,7 @@ def _batch_axes(sharding: NamedSharding) -> tuple[str, ...]:
         raise TypeError(f"sharding must be a jax.sharding.NamedSharding (e.g. P('data') on a mesh), got {sharding!r}")
     spec = tuple(sharding.spec)
     if any(entry is not None for entry in spec[1:]):
-        raise ValueError(f"sharding.spec is {sharding.spec}; the sampler splits only the batch axis: use P('data')")
+        raise UserError(f"sharding.spec is {sharding.spec}; the sampler splits only the batch axis: use P('data')")
     first = spec[0] if spec else None
     return () if first is None else (first,) if isinstance(first, str) else tuple(first)
 
@@ -174,15 +175,15 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
     """
     for field, value in (("batch_size", batch_size), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+            raise UserError(f"{field} must be a positive integer, got {value!r}")
     if batch_size > 2**32 or length * -(-len(graph.nodes) // 2) > 2**32:
-        raise ValueError(f"batch_size={batch_size}, length={length} exceed the sampler's 32-bit random counters; "
-                         "sample in several calls with different keys")
+        raise UserError(f"batch_size={batch_size}, length={length} exceed the sampler's 32-bit random counters; "
+                        "sample in several calls with different keys")
     if sharding is not None:
         shards = math.prod(sharding.mesh.shape[axis] for axis in _batch_axes(sharding))
         if batch_size % shards:
-            raise ValueError(f"batch_size={batch_size} is not divisible by the {shards} devices of the sharding; "
-                             f"use a multiple of {shards}")
+            raise UserError(f"batch_size={batch_size} is not divisible by the {shards} devices of the sharding; "
+                            f"use a multiple of {shards}")
     if not isinstance(kernels, SamplingTables):
         check_rows(graph, kernels)
     return _sample_jitted(key, kernels, graph.structure, int(batch_size), int(length), bool(return_latents),

@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from gssm_jax.errors import UserError
+
 
 class Checkpoints:
     """Saves and restores the train state of one run directory.
@@ -26,7 +28,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep: int):
         if keep < 1:
-            raise ValueError(f"config.train.keep_checkpoints={keep}; keep at least 1 checkpoint")
+            raise UserError(f"config.train.keep_checkpoints={keep}; keep at least 1 checkpoint")
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),

@@ -3,8 +3,10 @@
 Every step trains on the batch of that step from the config's data source (`gssm_jax.data.batches`:
 sampled on the fly from `fold_in(key(config.data.data_seed), s)`, or read from a dataset on disk),
 so the data stream has no state of its own: a run resumed from a checkpoint at step s (after SIGTERM,
-SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted run. The run directory
-follows the contract in `gssm_jax.training.run_files`.
+Ctrl-C, SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted run. The run
+directory follows the contract in `gssm_jax.training.run_files`. Before anything is compiled, the config
+is checked (`gssm_jax.training.checks`) and compared with the one the run was trained with
+(`gssm_jax.training.resume`).
 """
 
 from __future__ import annotations
@@ -26,69 +28,56 @@ from gssm_jax.model.graph import GraphSpec
 from gssm_jax.model.kernels import sample_kernels
 from gssm_jax.models import transformer
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import evaluation, memory
+from gssm_jax.training import checks, evaluation, memory, resume
 from gssm_jax.training import mesh as parallel
 from gssm_jax.training import run_files as metrics
 from gssm_jax.training.checkpoints import Checkpoints
-from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step, model_config
+from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step
 
-SOURCES = ("onfly", "file")
+# SIGTERM: what a preempting scheduler sends; SIGINT: Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was saved, and rerunning the same command resumes."""
+    """SIGTERM or SIGINT (Ctrl-C) arrived; a checkpoint was saved, and rerunning the same command resumes.
+
+    Attributes:
+      signal_number: the signal that stopped the run.
+    """
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
-class _SigtermFlag:
-    """Records SIGTERM instead of dying, so the loop can checkpoint first (main thread only)."""
+class _StopSignals:
+    """Records SIGTERM and SIGINT instead of dying, so the loop can checkpoint first (main thread only)."""
 
     def __init__(self):
-        self.received = False
-        self.previous = None
+        self.received = None
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self.received = True
+        self.received = signum
 
     def __exit__(self, *exc_info):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)
 
 
-def _validate(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-    try:
-        graph = GraphSpec.from_config(config.graph)
-        shape = model_config(config, graph)
-        if isinstance(shape, transformer.TransformerConfig):
-            transformer.check_attention(shape, config.data.length)
-        parallel.check_batch_divisible(config.data.batch_size, mesh)
-        parallel.check_batch_divisible(config.eval.num_sequences, mesh, field="config.eval.num_sequences")
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-        if config.train[field] < 1:
-            raise ConfigError(f"config.train.{field}={config.train[field]} must be >= 1")
-    if config.data.length < 1:
-        raise ConfigError(f"config.data.length={config.data.length} must be >= 1")
-    if config.data.source not in SOURCES:
-        raise ConfigError(f"config.data.source={config.data.source!r}; valid sources are {', '.join(SOURCES)}")
-    if config.data.source == "file" and not config.data.path:
-        raise ConfigError("config.data.source='file' needs config.data.path=DIR, a dataset written by "
-                          "gssm-generate-data")
-    return graph, shape
-
-
-def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: jax.sharding.Mesh):
+def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: jax.sharding.Mesh,
+                    dataset: datasets.Dataset | None = None):
     """`(kernels, stream with .batch(step), held-out tokens, identity of the held-out set)` of config.data.source.
 
     "onfly": kernels from config.seed, fresh sequences every step, held-out set from config.eval.eval_seed.
-    "file": the dataset at config.data.path (checked against config.graph, data.length and seed): its kernels,
-    a per-epoch shuffle (seed config.data.data_seed) of its first config.data.num_sequences training sequences
-    (0: all), and the first config.eval.num_sequences sequences of its test split.
+    "file": `dataset` (the one at config.data.path, opened by `checks.check_config`): its kernels, a per-epoch
+    shuffle (seed config.data.data_seed) of its first config.data.num_sequences training sequences (0: all),
+    and the first config.eval.num_sequences sequences of its test split.
     """
     if config.data.source == "onfly":
         kernels = sample_kernels(keys.kernel_key(config.seed), graph)
@@ -99,11 +88,6 @@ def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: j
         identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
                     "num_sequences": config.eval.num_sequences, "length": config.data.length}
         return kernels, stream, eval_tokens, identity
-    dataset = datasets.load_dataset(config.data.path, verify=config.data.verify)
-    datasets.check_compatible(dataset, config.graph, config.data.length, seed=config.seed)
-    if config.eval.num_sequences > len(dataset.test):
-        raise ConfigError(f"config.eval.num_sequences={config.eval.num_sequences} exceeds the {len(dataset.test)} "
-                          f"test sequences of {config.data.path}; lower it or generate a larger test split")
     stream = datasets.FileBatches(dataset.train, config.data.batch_size, config.data.data_seed,
                                   config.data.num_sequences or len(dataset.train), parallel.batch_sharded(mesh))
     eval_tokens = jnp.asarray(dataset.test.take(np.arange(config.eval.num_sequences)))
@@ -115,18 +99,30 @@ def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: j
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (resuming from `workdir/checkpoints` if present), evaluates, and returns the result.json dict.
 
+    A finished run (its result.json exists) returns that result, unless config.train.num_steps is now larger:
+    then it trains on from its last checkpoint to the new count.
+
     Raises:
-      ConfigError: a config field the loop cannot run with (one line naming it).
+      ConfigError: a config field the loop cannot run with, or that differs from the config the run in
+        `workdir` was trained with (one line naming the fields and the fix); raised before anything compiles.
+      DatasetError: config.data.path is not a finished dataset, or one generated for another run.
       FloatingPointError: the training loss or gradient norm became NaN/inf (names the step range).
-      Preempted: SIGTERM arrived; a checkpoint was saved first.
+      Preempted: SIGTERM or SIGINT arrived; a checkpoint was saved first.
     """
+    mesh = parallel.data_parallel_mesh()
+    graph, shape, dataset = checks.check_config(config, workdir, mesh)
+    changes = resume.check_resume(config, workdir)
+    num_steps, train_config = config.train.num_steps, config.train
     result_path = os.path.join(workdir, metrics.RESULT_FILE)
     if os.path.exists(result_path):
-        logging.info("%s exists: the run has finished; delete it (or the workdir) to train again", result_path)
-        return metrics.read_result(workdir)
-    mesh = parallel.data_parallel_mesh()
-    graph, shape = _validate(config, mesh)
-    num_steps, train_config = config.train.num_steps, config.train
+        finished = metrics.read_result(workdir)
+        if num_steps <= finished["final_step"]:
+            logging.info("%s exists: the run has finished; raise config.train.num_steps to train on", result_path)
+            return finished
+        logging.info("The run finished at step %d; training on to step %d", finished["final_step"], num_steps)
+    if changes:
+        logging.warning("Resuming with changed %s (config.train.allow_changes)",
+                        ", ".join(f"{field}: {before!r} -> {after!r}" for field, (before, after) in changes.items()))
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
     graphdef, state = init_state(shape, config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
@@ -136,16 +132,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         memory.check_train_step(config, train_step, state, graph.vocab_size, mesh)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    kernels, data, eval_tokens, identity = training_source(config, graph, mesh)
+    logging.info("The config:\n%s", config)
+    kernels, data, eval_tokens, identity = training_source(config, graph, mesh, dataset)
     tokens_per_step = config.data.batch_size * config.data.length
 
-    os.makedirs(workdir, exist_ok=True)
-    files.write_json(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     start_step = checkpoints.latest_step() or 0
     if start_step:
-        state = checkpoints.restore(start_step, state)
+        try:
+            state = checkpoints.restore(start_step, state)
+        except (ValueError, KeyError, TypeError) as error:  # orbax: the saved arrays do not fit this model
+            checkpoints.close()
+            raise ConfigError(f"the checkpoint at step {start_step} in {workdir} does not fit this model "
+                              f"({type(error).__name__}); pass a new --workdir") from None
         logging.info("Resumed from the checkpoint at step %d", start_step)
+    # After the restore: a checkpoint that does not fit leaves the config it was trained with in place.
+    files.write_json(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
+    if os.path.exists(result_path):
+        os.remove(result_path)  # no longer finished: training on
     writer = metrics.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
     elapsed_offset = writer.last_record["elapsed_s"] if writer.last_record else 0.0
 
@@ -189,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                  / max(tokens_per_second, 1e-9)))
 
     try:
-        with _SigtermFlag() as sigterm:
+        with _StopSignals() as stop:
             pending = None
             for step in range(start_step, num_steps):
                 state, step_metrics = train_step(state, data.batch(step))
@@ -199,12 +203,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 pending = (done, step_metrics, None)
                 if done % train_config.eval_every == 0 or done == num_steps:
                     pending = (done, step_metrics, evaluate(done))
-                if done % train_config.checkpoint_every == 0 or done == num_steps or sigterm.received:
+                if done % train_config.checkpoint_every == 0 or done == num_steps or stop.received:
                     flush(*pending)
                     pending = None
                     checkpoints.save(done, state, config.to_dict())
-                if sigterm.received:
-                    raise Preempted(f"SIGTERM: saved a checkpoint at step {done}; rerun the same command to resume")
+                if stop.received:
+                    name = signal.Signals(stop.received).name
+                    raise Preempted(f"{name}: saved a checkpoint at step {done}; rerun the same command to resume",
+                                    stop.received)
             if pending is not None:
                 flush(*pending)
         if not eval_steps or eval_steps[-1] != num_steps or last_eval is None:

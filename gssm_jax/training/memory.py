@@ -15,13 +15,14 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import token_dtype
 from gssm_jax.training import mesh as parallel
 
 GIB = 2**30
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(UserError):
     """The train step needs more memory per device than the budget; the message names the fields to change."""
 
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gssm_jax.errors import UserError
+
 
 def initialize_distributed(initialize: bool) -> None:
     """Calls `jax.distributed.initialize()` (cluster auto-detection: Slurm, TPU pods, ...) if asked.
@@ -49,7 +51,7 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, field: str = "config.data
     if batch_size % num_devices:
         lower = batch_size - batch_size % num_devices
         suggestion = f"{lower} or {lower + num_devices}" if lower else f"{num_devices}"
-        raise ValueError(
+        raise UserError(
             f"{field}={batch_size} is not divisible by the number of devices ({num_devices}); "
             f"use a multiple of {num_devices}, e.g. {suggestion}"
         )

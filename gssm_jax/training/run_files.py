@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gssm_jax import files
+from gssm_jax.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
 PER_POSITION_FILE = "per_position.npz"
@@ -74,7 +75,7 @@ class MetricsWriter:
             try:
                 import tensorboardX
             except ImportError:
-                raise ValueError(
+                raise UserError(
                     "config.metrics.tensorboard=True needs tensorboardX: pip install 'gssm_jax[tensorboard]'"
                 ) from None
             self.tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -15,6 +15,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from gssm_jax.errors import UserError
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.models import registry, transformer
 from gssm_jax.training import mesh as parallel
@@ -22,7 +23,7 @@ from gssm_jax.training import mesh as parallel
 SCHEDULES = ("cosine", "constant")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config the training loop cannot run; the message names the field and the fix."""
 
 
