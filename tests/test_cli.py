@@ -1,4 +1,4 @@
-"""Command-line errors are one line naming the field (and the close match), with exit status 1."""
+"""Command-line errors are one line naming the field (and the close match), with exit status 2."""
 
 import os
 import subprocess
@@ -23,7 +23,7 @@ def _error_lines(completed: subprocess.CompletedProcess) -> list[str]:
 
 def test_config_typo_is_one_line_with_the_close_match():
     completed = _run_train("--config=configs/base.py", "--config.modle.width=8", "--workdir=/tmp/unused")
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     lines = _error_lines(completed)
     assert len(lines) == 1, completed.stderr
     assert "modle" in lines[0] and 'Did you mean "model"' in lines[0]
@@ -31,7 +31,7 @@ def test_config_typo_is_one_line_with_the_close_match():
 
 def test_bad_config_argument_is_one_line_listing_the_choices():
     completed = _run_train("--config=configs/base.py:size=huge", "--workdir=/tmp/unused")
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     lines = _error_lines(completed)
     assert len(lines) == 1, completed.stderr
     assert "size='huge'" in lines[0] and "cpu, paper, tiny" in lines[0]
@@ -39,7 +39,7 @@ def test_bad_config_argument_is_one_line_listing_the_choices():
 
 def test_wrong_value_type_is_one_line():
     completed = _run_train("--config=configs/base.py", "--config.model.width=wide", "--workdir=/tmp/unused")
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     lines = _error_lines(completed)
     assert len(lines) == 1, completed.stderr
     assert "config.model.width" in lines[0]

@@ -248,7 +248,7 @@ def test_command_line_config_typo_is_one_line():
     command = [sys.executable, "-m", "experiments.generate_data", "--config=configs/data.py", "--workdir=unused",
                "--config.num_trian=6"]
     typo = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert typo.returncode == 1 and typo.stderr.strip().count("\n") == 0 and "num_trian" in typo.stderr
+    assert typo.returncode == 2 and typo.stderr.strip().count("\n") == 0 and "num_trian" in typo.stderr
 
 
 @pytest.mark.slow  # ~15-30 s: a fresh process compiles the sampler

@@ -104,7 +104,7 @@ def run_cli(*flags):
 
 def test_cli_bad_config_argument_is_one_line():
     completed = run_cli("--config=configs/experiment1.py:graph=grid", "--workdir=/tmp/unused")
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "config argument graph='grid': valid values are all, four_by_four, eight_by_four, chain" in lines[0]

@@ -323,12 +323,15 @@ def test_sampled_sequences_have_finite_likelihood():
         assert np.all(np.isfinite(np.asarray(inference.log_likelihood(graph, kernels, tokens))))
 
 
-def test_out_of_range_tokens_give_nan_and_bad_shapes_raise():
+def test_out_of_range_tokens_and_bad_shapes_raise():
     graph, kernels, _, tokens = _tiny_case("feedback")
-    bad = tokens.copy()
+    bad = tokens.astype(np.int32)
     bad[0, 2] = graph.vocab_size
-    losses = np.asarray(inference.token_losses(graph, kernels, bad))
-    assert np.isnan(losses[0, 2]) and np.all(np.isfinite(losses[1:]))
+    with pytest.raises(ValueError, match=rf"\[0, {graph.vocab_size}\).*\[0, {graph.vocab_size}\]"):
+        inference.token_losses(graph, kernels, bad)
+    bad[0, 2] = -1
+    with pytest.raises(ValueError, match=r"\[-1, "):
+        inference.entropy_rate(graph, kernels, jnp.asarray(bad))
     with pytest.raises(ValueError, match="integer array"):
         inference.token_losses(graph, kernels, tokens[0])
     with pytest.raises(ValueError, match="integer array"):
