@@ -10,8 +10,9 @@ import pytest
 
 from gssm_jax.analysis import comparisons as comparisons_module
 from gssm_jax.analysis import report
-from gssm_jax.analysis.runs import load_runs
+from gssm_jax.analysis.runs import load_runs, unfinished_runs
 from gssm_jax.configs import experiment1
+from gssm_jax.training import evaluation
 
 ENTROPY = 2.0  # nats/token, every run
 LENGTH = 8
@@ -92,6 +93,14 @@ def make_fake_workdir(workdir: str, excess: dict = EXCESS, model: str = "tiny", 
 
 def compare(workdir: str) -> dict[str, comparisons_module.Comparison]:
     return {c.group.graph: c for c in report.compare(load_runs(workdir), SETTINGS)}
+
+
+def test_the_seed_folders_loss_cache_is_not_a_run(tmp_path):
+    workdir = make_fake_workdir(str(tmp_path))
+    cache = os.path.join(workdir, "runs", "chain", "small_alpha_x", "seed0", evaluation.OPTIMAL_CACHE_DIR)
+    os.makedirs(cache)  # what training.evaluation writes beside each run of the seed
+    assert [os.path.relpath(path, workdir) for path in unfinished_runs(workdir)] == [
+        os.path.join("runs", "chain", "small_alpha_x", "seed9", "tiny")]
 
 
 def test_paired_statistics_holm_and_the_not_learned_verdict(tmp_path):

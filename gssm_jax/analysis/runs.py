@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gssm_jax.experiment1.floors import FLOOR_FILE
-from gssm_jax.training import run_files
+from gssm_jax.training import evaluation, run_files
 
 EXCESS = "eval/excess_loss_nats_per_token"
 ENTROPY = "eval/entropy_nats_per_token"
@@ -103,9 +103,10 @@ def load_run(path: str, measure: str | None = None) -> Run | None:
 
 
 def _run_dirs(workdir: str) -> list[str]:
-    """Every directory under `workdir/runs` that looks like `.../seed<k>/<model>`."""
+    """Every directory under `workdir/runs` that looks like `.../seed<k>/<model>` (not the seed's loss cache)."""
     pattern = os.path.join(workdir, "runs", "**", "seed*", "*")
-    return sorted(path for path in glob.glob(pattern, recursive=True) if os.path.isdir(path))
+    return sorted(path for path in glob.glob(pattern, recursive=True)
+                  if os.path.isdir(path) and os.path.basename(path) != evaluation.OPTIMAL_CACHE_DIR)
 
 
 def _folder_measure(workdir: str, path: str) -> str | None:
