@@ -8,6 +8,8 @@ Every other exception is a bug (or an environment failure) and keeps its traceba
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 MAX_LINES = 3
 
 
@@ -25,3 +27,19 @@ def message_lines(error: BaseException) -> list[str]:
     if len(lines) > MAX_LINES:
         lines = [*lines[:MAX_LINES - 1], lines[-1]]
     return lines
+
+
+def check_names(field: str, names: Iterable[str], lookup: Callable[[str], object],
+                error: type[UserError] = UserError) -> None:
+    """Raises `error` naming `field` when `names` is empty or `lookup` (a registry getter) rejects a name.
+
+    lookup: raises a ValueError whose message lists the valid names (e.g. `families.get_family`).
+    """
+    names = tuple(names)
+    if not names:
+        raise error(f"{field} is empty; name at least one")
+    for name in names:
+        try:
+            lookup(name)
+        except ValueError as problem:
+            raise error(f"{field}: {problem}") from None

@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from gssm_jax import files
-from gssm_jax.errors import UserError
+from gssm_jax.errors import UserError, check_names
 from gssm_jax.experiment1.sides import SIDES
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
@@ -43,13 +43,7 @@ def check_calibration(config: ml_collections.ConfigDict, graphs_field: str = "co
 
     calibration = config.calibration
     graphs, measures, seeds = tuple(calibration.graphs), tuple(calibration.measures), tuple(calibration.seeds)
-    if not graphs:
-        raise UserError(f"{graphs_field} is empty; name at least one graph family")
-    for graph in graphs:
-        try:
-            get_family(graph)
-        except UserError as error:
-            raise UserError(f"{graphs_field}: {error}") from None
+    check_names(graphs_field, graphs, get_family)
     unknown = [measure for measure in measures if measure not in MEASURES]
     if not measures or unknown:
         raise UserError(f"config.calibration.measures={measures}: valid measures are {', '.join(MEASURES)}")

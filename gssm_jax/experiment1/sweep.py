@@ -25,6 +25,7 @@ from typing import Any
 
 import ml_collections
 
+from gssm_jax.errors import check_names
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor
 from gssm_jax.experiment1.launchers import Log, SlurmOptions, Task, run_local, run_slurm
@@ -103,13 +104,7 @@ def check_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
 
     sweep = config.experiment1
     for field, names, get in (("graphs", sweep.graphs, get_family), ("sides", sweep.sides, get_side)):
-        if not names:
-            raise SweepError(f"config.experiment1.{field} is empty; name at least one")
-        for name in names:
-            try:
-                get(name)
-            except ValueError as error:
-                raise SweepError(f"config.experiment1.{field}: {error}") from None
+        check_names(f"config.experiment1.{field}", names, get, SweepError)
     for field in ("seeds", "models"):
         if not sweep[field]:
             raise SweepError(f"config.experiment1.{field} is empty; give at least one")
