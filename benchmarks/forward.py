@@ -12,7 +12,7 @@ length), float32, side by side:
 * **one jitted call**: the same pass as a single call on one CPU device (one thread runs its time
   loop: the library before issue 12, the per-sequence block pass on 8x4);
 * **batched pass on the CPU** (`implementation="batched"`, the accelerator path forced), short run;
-* a plain numpy factorised forward pass in float64 (`numpy_factorised_losses`) on the first
+* a plain numpy factorised forward pass in float64 (`gssm_jax.inference.reference`) on the first
   `reference_steps` positions, and (4x4 only) a numpy dense pass over the (S, S) product transition.
 
 Agreement: the largest difference over sequences of the mean per-token loss on the reference positions
@@ -23,7 +23,6 @@ tokens/s, 4x4 >= 3 M tokens/s, first call <= 10 s, agreement <= 1e-6 nats/token.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ import numpy as np
 from absl import app, flags
 
 from gssm_jax.inference import api as inference
+from gssm_jax.inference import reference as forward_reference
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import conditional_tables, sample_kernels
 from gssm_jax.sampling import sampler
@@ -48,98 +48,6 @@ GRAPHS = {"4x4/V32": (4, 32, 256, True), "8x4/V64": (8, 64, 16, False)}  # hidde
 BATCH, QUICK_LENGTH = 64, 256
 LENGTHS = {"4x4/V32": 2048, "8x4/V64": 512}
 ALPHA_X, ALPHA_Z = 0.1, 0.1
-
-
-# ---- numpy references (float64) ---------------------------------------------------------------------
-
-
-def _selected_rows(graph: GraphSpec, table: np.ndarray, name: str, previous_token: np.ndarray) -> np.ndarray:
-    """Table of hidden node `name` with its X input fixed per sequence: `(batch, own, *hidden parents, next)`."""
-    inputs = graph.inputs(name)
-    if graph.observed not in inputs:
-        return np.broadcast_to(table, (len(previous_token), *table.shape))
-    return np.moveaxis(table, inputs.index(graph.observed), 0)[previous_token]
-
-
-def numpy_factorised_losses(graph: GraphSpec, tables: dict[str, np.ndarray], tokens: np.ndarray) -> np.ndarray:
-    """`-log p(x_t | x_<t)` `(batch, length)` in nats: belief `(batch, *hidden_order)`, one node at a time."""
-    tables = {name: np.asarray(table, np.float64) for name, table in tables.items()}
-    hidden = graph.hidden_order
-    batch, length = tokens.shape
-    letter = {name: i + 1 for i, name in enumerate(hidden)}
-    belief = np.zeros((batch, *(graph.node(name).states for name in hidden)))
-    belief[(slice(None), *([0] * len(hidden)))] = 1.0
-    emission = np.moveaxis(tables[graph.observed], -1, 0)  # (V, *X parents)
-    parents_of_x = graph.inputs(graph.observed)
-    emission_axes = sorted(range(len(parents_of_x)), key=lambda i: hidden.index(parents_of_x[i]))
-    losses = np.zeros((batch, length))
-    previous_token = np.zeros(batch, np.int64)
-    for t in range(length):
-        for name in hidden:
-            rows = _selected_rows(graph, tables[name], name, previous_token)
-            parents = [p for p in graph.inputs(name)[1:] if p != graph.observed]
-            new = len(hidden) + 1
-            belief = np.einsum(belief, [0, *letter.values()],
-                               rows, [0, letter[name], *(letter[p] for p in parents), new],
-                               [0, *(new if h == name else letter[h] for h in hidden)])
-        likelihood = np.transpose(emission[tokens[:, t]], (0, *(1 + i for i in emission_axes)))
-        shape = [batch] + [graph.node(h).states if h in parents_of_x else 1 for h in hidden]
-        belief = belief * likelihood.reshape(shape)
-        mass = belief.reshape(batch, -1).sum(axis=1)
-        belief = belief / mass.reshape((batch,) + (1,) * len(hidden))
-        losses[:, t] = -np.log(mass)
-        previous_token = tokens[:, t]
-    return losses
-
-
-def dense_transitions(graph: GraphSpec, tables: dict[str, np.ndarray]) -> np.ndarray:
-    """`(V, S, S)`: `p(hidden[t] = s' | hidden[t-1] = s, X[t-1] = x)`, states C-order over `hidden_order`."""
-    hidden = graph.hidden_order
-    sizes = [graph.node(name).states for name in hidden]
-    states = np.array(list(itertools.product(*(range(size) for size in sizes))))  # (S, n)
-    vocab = np.arange(graph.vocab_size)[:, None, None]
-    previous, current = states[None, :, None, :], states[None, None, :, :]
-    matrix = np.ones((graph.vocab_size, len(states), len(states)))
-    for i, name in enumerate(hidden):
-        index = []
-        for parent in graph.inputs(name):
-            if parent == name:
-                index.append(previous[..., i])
-            elif parent == graph.observed:
-                index.append(vocab)
-            else:
-                index.append(current[..., hidden.index(parent)])
-        matrix = matrix * np.asarray(tables[name], np.float64)[(*index, current[..., i])]
-    return matrix
-
-
-def numpy_dense_losses(graph: GraphSpec, tables: dict[str, np.ndarray], tokens: np.ndarray) -> np.ndarray:
-    """`-log p(x_t | x_<t)` `(batch, length)` in nats with the dense (S, S) product transition."""
-    transitions = dense_transitions(graph, tables)
-    hidden = graph.hidden_order
-    sizes = [graph.node(name).states for name in hidden]
-    states = np.array(list(itertools.product(*(range(size) for size in sizes))))
-    parents_of_x = graph.inputs(graph.observed)
-    emission = np.asarray(tables[graph.observed], np.float64)[tuple(states[:, hidden.index(p)] for p in parents_of_x)]
-    batch, length = tokens.shape
-    belief = np.zeros((batch, len(states)))
-    belief[:, 0] = 1.0
-    previous_token = np.zeros(batch, np.int64)
-    losses = np.zeros((batch, length))
-    for t in range(length):
-        advanced = np.empty_like(belief)
-        for value in np.unique(previous_token):
-            rows = previous_token == value
-            advanced[rows] = belief[rows] @ transitions[value]
-        belief = advanced * emission[:, tokens[:, t]].T
-        mass = belief.sum(axis=1)
-        belief = belief / mass[:, None]
-        losses[:, t] = -np.log(mass)
-        previous_token = tokens[:, t]
-    return losses
-
-
-# ---- the benchmark -------------------------------------------------------------------------------
 
 
 def _best_seconds(function, repetitions: int) -> float:
@@ -199,7 +107,7 @@ def benchmark_graph(label: str, length: int, repetitions: int, quick: bool) -> l
 
     prefix = np.asarray(tokens[:, :reference_steps]).astype(np.int64)
     start = time.perf_counter()
-    reference = numpy_factorised_losses(graph, tables, prefix)
+    reference = forward_reference.factorised_losses(graph, tables, prefix)
     numpy_rate = prefix.size / (time.perf_counter() - start)
     prefix_losses = np.asarray(inference.token_losses(graph, kernels, prefix))  # causal: the first losses
     agreement = np.max(np.abs(prefix_losses.mean(1) - reference.mean(1)))
@@ -214,7 +122,7 @@ def benchmark_graph(label: str, length: int, repetitions: int, quick: bool) -> l
     ]
     if with_dense:
         start = time.perf_counter()
-        dense = numpy_dense_losses(graph, tables, prefix)
+        dense = forward_reference.dense_losses(graph, tables, prefix)
         dense_rate = prefix.size / (time.perf_counter() - start)
         rows.append((f"{label} numpy dense (S, S) float64", dense_rate,
                      f"|diff| vs factorised {np.max(np.abs(dense - reference)):.1e} nats"))

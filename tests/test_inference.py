@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from benchmarks.forward import numpy_dense_losses, numpy_factorised_losses
 from gssm_jax.inference import api as inference
 from gssm_jax.inference import chains as chain_forward
+from gssm_jax.inference import reference as forward_reference
 from gssm_jax.model.families import FAMILIES
 from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
 from gssm_jax.model.kernels import conditional_tables, sample_kernels
@@ -126,8 +126,8 @@ def test_numpy_references_match_brute_force():
     """The benchmark's float64 references are themselves checked against enumeration."""
     graph, _, tables, tokens = _tiny_case("two_parents", seed=2)
     expected = -np.diff(brute_force_prefix_log_probs(graph, tables, tokens), axis=1, prepend=0.0)
-    np.testing.assert_allclose(numpy_factorised_losses(graph, tables, tokens), expected, atol=1e-12)
-    np.testing.assert_allclose(numpy_dense_losses(graph, tables, tokens), expected, atol=1e-12)
+    np.testing.assert_allclose(forward_reference.factorised_losses(graph, tables, tokens), expected, atol=1e-12)
+    np.testing.assert_allclose(forward_reference.dense_losses(graph, tables, tokens), expected, atol=1e-12)
 
 
 def test_matches_dense_forward_pass_on_a_small_graph():
@@ -141,7 +141,7 @@ def test_matches_dense_forward_pass_on_a_small_graph():
     kernels = sample_kernels(jax.random.key(3), graph)
     tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
     tokens = reference.sample(np.random.default_rng(3), graph, tables, 4, 32)
-    expected = numpy_dense_losses(graph, tables, tokens)
+    expected = forward_reference.dense_losses(graph, tables, tokens)
     losses = np.asarray(inference.token_losses(graph, kernels, tokens))
     # float32 per-token rounding: the belief after normalisation has O(eps log S) relative error, which
     # the next loss inherits; 64 eps per token is a generous multiple.
@@ -177,12 +177,12 @@ def test_independent_chain_passes_match_dense_forward_pass(chain_pass):
     kernels = sample_kernels(jax.random.key(4), graph)
     tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
     tokens = reference.sample(np.random.default_rng(4), graph, tables, 5, 32)
-    expected = numpy_dense_losses(graph, tables, tokens)
+    expected = forward_reference.dense_losses(graph, tables, tokens)
     run = jax.jit(chain_pass, static_argnums=0)
     with jax.enable_x64(True):
         kernels64 = jax.tree.map(lambda table: jnp.asarray(table, jnp.float64), kernels)
         tables64 = conditional_tables(graph, kernels64)
-        expected64 = numpy_dense_losses(graph, {n: np.asarray(t) for n, t in tables64.items()}, tokens)
+        expected64 = forward_reference.dense_losses(graph, {n: np.asarray(t) for n, t in tables64.items()}, tokens)
         losses64 = np.asarray(run(graph, tables64, jnp.asarray(tokens, jnp.int32)))
     # float64: as test_token_losses_match_brute_force_in_float64, 100 * S * T eps bounds the rounding.
     np.testing.assert_allclose(losses64, expected64, rtol=0, atol=100 * graph.num_latent_states * tokens.size
@@ -199,7 +199,7 @@ def test_both_implementations_match_the_float64_reference_on_every_family(family
     kernels = sample_kernels(jax.random.key(5), graph)
     tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
     tokens = reference.sample(np.random.default_rng(5), graph, tables, 3, 6)
-    expected = numpy_factorised_losses(graph, tables, tokens)
+    expected = forward_reference.factorised_losses(graph, tables, tokens)
     for implementation in ("cpu", "batched"):
         losses = np.asarray(inference.token_losses(graph, kernels, tokens, implementation=implementation))
         # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
@@ -228,7 +228,7 @@ def test_large_graphs_take_the_minor_pass_in_fixed_chunks(monkeypatch):
     kernels = sample_kernels(jax.random.key(6), graph)
     tables = {n: np.asarray(t, np.float64) for n, t in conditional_tables(graph, kernels).items()}
     tokens = reference.sample(np.random.default_rng(6), graph, tables, 41, 5)
-    expected = numpy_factorised_losses(graph, tables, tokens)
+    expected = forward_reference.factorised_losses(graph, tables, tokens)
     losses = np.asarray(inference.token_losses(graph, kernels, tokens, implementation="cpu"))
     # float32: as test_matches_dense_forward_pass_on_a_small_graph, 64 eps per token.
     np.testing.assert_allclose(losses, expected, atol=64 * FLOAT32_EPS * max(1.0, expected.max()))
