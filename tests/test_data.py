@@ -179,6 +179,10 @@ def test_incompatible_dataset_is_refused_naming_the_field(dataset_dir):
         data.check_compatible(dataset, experiment1_graph_config(2, 2, 6, alpha_x=0.5, alpha_z=0.5), 12)
     with pytest.raises(data.DatasetError, match=r"seed: 3 there, 0 asked"):
         data.check_compatible(dataset, GRAPH, 12, seed=0)
+    # A graph with another number of nodes differs as a whole list: shown cut short, on one line.
+    with pytest.raises(data.DatasetError, match=r"graph.nodes: \[.{50,60}\.\.\. there") as refused:
+        data.check_compatible(dataset, experiment1_graph_config(4, 2, 5, alpha_x=0.5, alpha_z=0.5), 12)
+    assert len(str(refused.value)) < 400 and "\n" not in str(refused.value)
 
 
 def test_batches_are_pure_in_step_and_cover_every_sequence_once_per_epoch():

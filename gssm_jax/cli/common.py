@@ -34,8 +34,10 @@ def _one_line(error: BaseException) -> str:
     message = str(error.args[0]) if len(error.args) == 1 else str(error)
     if "Traceback (most recent call last)" in message:
         # config_flags embeds get_config's traceback; its last line is the error the user can act on.
+        # That line starts with the exception's qualified name ("gssm_jax.errors.UserError: "): dropped.
         flag = message.split(": Error whilst", 1)[0]
-        message = f"{flag}: {message.strip().splitlines()[-1]}"
+        last = re.sub(r"^[\w.]*(Error|Exception): ", "", message.strip().splitlines()[-1])
+        message = f"{flag}: {last}"
     while len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
         try:  # a KeyError's repr passed on as a message: print the text, not its quotes and `\n`
             message = str(ast.literal_eval(message))

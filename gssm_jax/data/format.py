@@ -119,8 +119,15 @@ def library_version(package: str = "gssm_jax") -> str:
 def check_same(found: dict, asked: dict, what: str, fix: str = "delete it or choose another directory") -> None:
     differences = _differences(found, asked)
     if differences:
-        shown = "; ".join(f"{field}: {theirs!r} there, {ours!r} asked" for field, theirs, ours in differences[:3])
+        shown = "; ".join(f"{field}: {_short(theirs)} there, {_short(ours)} asked"
+                          for field, theirs, ours in differences[:3])
         raise DatasetError(f"{what} with other parameters ({shown}); {fix}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters (a whole differing graph would fill the screen)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _differences(found: Any, asked: Any, path: str = "") -> list[tuple[str, Any, Any]]:
