@@ -102,6 +102,8 @@ CHEAP = {
         "--workdir=runs/exp1_gzip",
     "gssm-experiment1 --config=experiment1:size=medium --workdir=runs/exp1_medium":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
+    "gssm-experiment1 --config=experiment1:size=cpu,learners=all --workdir=runs/exp1_learners":
+        skip("the learners=all,match=both command below runs this entry point and learner list at size=tiny"),
     # Two learners and both measures end to end: shared runs are linked, n-gram floors computed once.
     "gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=chain,learners=transformer+mingru,match=both "

@@ -15,7 +15,7 @@ and forms every other cotangent inside that reverse loop, fused per token (XLA's
 few large fused loops per token far better than the transposed scan's many small ones). Measured on
 one CPU core, batch 16 x 2048, E D = 188, N = 16: the backward pass 0.24-0.26 s against 0.50-0.57 s
 for autodiff of the rematerialised per-token scan (forward 0.08 s either way); materialising the chunk's
-a_t and cotangents as whole-chunk arrays instead took 0.40-0.64 s (memory traffic). Tests check values
+a_t and cotangents as whole-chunk arrays instead took 0.58-0.68 s (memory traffic). Tests check values
 and gradients against autodiff of the plain recurrence.
 """
 
