@@ -184,7 +184,7 @@ def test_opposite_significant_answers_mean_the_answer_depends_on_the_graph(tmp_p
     excess[("chain", "small_alpha_z")] = [0.10, 0.11, 0.13]  # differences 0.2, 0.21, 0.18: p = 0.002
     comparisons = report.compare(load_runs(make_fake_workdir(str(tmp_path), excess)), SETTINGS)
     assert report.dependence(comparisons, "graph").startswith(
-        "Ends lower: **depends on the graph**: small alpha_X on four_by_four; small alpha_Z on chain; not learned on "
+        "- Ends lower: **depends on the graph**: small alpha_X on four_by_four; small alpha_Z on chain; not learned on "
         "eight_by_four.")
 
 
@@ -198,7 +198,7 @@ def test_measures_and_learners_are_separate_groups(tmp_path):
     assert [c.group.measure for c in comparisons] == ["entropy", "gzip"]
     assert [c.outcome("final") for c in comparisons] == ["small_alpha_x", "small_alpha_z"]
     assert report.dependence(comparisons, "measure").startswith(
-        "Ends lower: **depends on the matching measure**: small alpha_X on entropy; small alpha_Z on gzip.")
+        "- Ends lower: **depends on the matching measure**: small alpha_X on entropy; small alpha_Z on gzip.")
     assert "Only one learner was run (transformer)" in report.dependence(comparisons, "learner")
 
 
@@ -214,8 +214,8 @@ def test_nothing_compared_is_not_called_not_significant(tmp_path):
     comparisons = report.compare(load_runs(make_fake_workdir(str(tmp_path), excess)), SETTINGS)
     assert [c.outcome("final") for c in comparisons] == ["not learned", "not learned"]
     assert report.dependence(comparisons, "graph") == (
-        "Ends lower: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested. "
-        "Learns faster: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested.")
+        "- Ends lower: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested.\n"
+        "- Learns faster: no graph was compared (not learned on eight_by_four, four_by_four): dependence not tested.")
 
 
 def test_learners_of_one_size_are_compared_and_the_floor_sits_beside_them(tmp_path):
@@ -237,7 +237,7 @@ def test_learners_of_one_size_are_compared_and_the_floor_sits_beside_them(tmp_pa
     assert [c.group for c in comparisons] == [("four_by_four", "entropy", "mamba", "tiny"),
                                               ("four_by_four", "entropy", "transformer", "tiny")]
     assert report.dependence(comparisons, "learner").startswith(
-        "Ends lower: **depends on the learner**: small alpha_X on transformer; small alpha_Z on mamba.")
+        "- Ends lower: **depends on the learner**: small alpha_X on transformer; small alpha_Z on mamba.")
     text = open(report.write_report(workdir, SETTINGS)).read()
     # Floor excess: mean of 0.5, 0.6, 0.7 over the three seeds, beside each learner's mean final excess.
     assert "| four_by_four | entropy | transformer | tiny | small_alpha_x | 0.1100 | 0.6000 | 3 | 3 of 3 |" in text

@@ -102,7 +102,8 @@ def _outcomes_text(outcomes: dict[str, str]) -> str:
 
 
 def dependence(comparisons: Sequence[Comparison], factor: str) -> str:
-    """Whether each answer depends on `factor` (a `Group` field): sentences per question and context."""
+    """Whether each answer depends on `factor` (a `Group` field): a sentence per question and context, as a
+    Markdown list when there are several."""
     name, index = FACTOR_NAMES[factor], Group._fields.index(factor)
     values = sorted({c.group[index] for c in comparisons})
     if len(values) < 2:
@@ -132,8 +133,10 @@ def dependence(comparisons: Sequence[Comparison], factor: str) -> str:
             else:
                 text = f"no {name} was compared ({listed}): dependence not tested"
             sentences.append(f"{prefix}{QUESTION_NAMES[question]}: {text}.")
-    return " ".join(sentences) or (f"No (graph, measure, learner, model size) combination was run with more than one "
-                                   f"{name}, so whether the answer depends on the {name} is not tested.")
+    if len(sentences) > 1:  # one line each: a paragraph of a dozen such sentences is unreadable
+        return "\n".join(f"- {sentence}" for sentence in sentences)
+    return "".join(sentences) or (f"No (graph, measure, learner, model size) combination was run with more than one "
+                                  f"{name}, so whether the answer depends on the {name} is not tested.")
 
 
 def method(settings: Settings) -> str:
