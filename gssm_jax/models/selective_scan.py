@@ -37,6 +37,11 @@ def _chunks(arrays, chunk: int):
     return [jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, chunk, *x.shape[1:]) for x in arrays]
 
 
+def _advance(decay, h, step, u, input_matrix):
+    """One token: h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, h (batch, N, D)."""
+    return jnp.exp(step[:, None, :] * decay) * h + (step * u)[:, None, :] * input_matrix[..., None]
+
+
 @jax.custom_vjp
 def selective_scan(decay: jax.Array, step: jax.Array, u: jax.Array, input_matrix: jax.Array,
                    output_matrix: jax.Array) -> jax.Array:
@@ -57,7 +62,7 @@ def _forward(decay, step, u, input_matrix, output_matrix):
 
         def token(h, x):
             step, u, input_matrix, output_matrix = x
-            h = jnp.exp(step[:, None, :] * decay) * h + (step * u)[:, None, :] * input_matrix[..., None]
+            h = _advance(decay, h, step, u, input_matrix)
             return h, jnp.sum(h * output_matrix[..., None], axis=1)
 
         end, y = jax.lax.scan(token, h, (step, u, input_matrix, output_matrix), unroll=4)
@@ -79,7 +84,7 @@ def _backward(residuals, dy):
 
         def recompute(h, x):  # the forward token, with dL/dC_t = sum_d h_t dy_t
             step, u, input_matrix, dy = x
-            h = jnp.exp(step[:, None, :] * decay) * h + (step * u)[:, None, :] * input_matrix[..., None]
+            h = _advance(decay, h, step, u, input_matrix)
             return h, (h, jnp.sum(h * dy[:, None, :], axis=2))
 
         _, (h, d_output) = jax.lax.scan(recompute, start, (step, u, input_matrix, dy), unroll=4)
