@@ -29,6 +29,11 @@ def message_lines(error: BaseException) -> list[str]:
     return lines
 
 
+def shortened(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending in "..." when cut (a value quoted in a one-line message)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_names(field: str, names: Iterable[str], lookup: Callable[[str], object],
                 error: type[UserError] = UserError) -> None:
     """Raises `error` naming `field` when `names` is empty or `lookup` (a registry getter) rejects a name.

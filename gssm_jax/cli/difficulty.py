@@ -20,7 +20,7 @@ from absl import flags
 
 from gssm_jax import difficulty, files
 from gssm_jax.cli import common as cli
-from gssm_jax.errors import UserError
+from gssm_jax.errors import check_names
 from gssm_jax.model.families import get_family
 from gssm_jax.model.graph import GraphSpec
 from gssm_jax.sampling import reference
@@ -86,11 +86,7 @@ def _markdown(rows: list[dict]) -> str:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv)
     workdir = cli.resolve_workdir(None, _WORKDIR.value)
-    for name in _GRAPHS.value:  # fail now, with the valid names, rather than after minutes of work
-        try:
-            get_family(name)
-        except UserError as error:
-            raise UserError(f"--graphs: {error}") from None
+    check_names("--graphs", _GRAPHS.value, get_family)  # now, with the valid names, not after minutes of work
     os.makedirs(workdir, exist_ok=True)
     settings = [row for row in SEED_TABLE if row[0] in _GRAPHS.value]
     rows = []

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gssm_jax.errors import UserError
+from gssm_jax.errors import UserError, shortened
 from gssm_jax.keys import SPLIT_IDS, shard_key
 from gssm_jax.model.graph import GraphSpec, token_dtype
 from gssm_jax.model.kernels import Kernels
@@ -119,15 +119,10 @@ def library_version(package: str = "gssm_jax") -> str:
 def check_same(found: dict, asked: dict, what: str, fix: str = "delete it or choose another directory") -> None:
     differences = _differences(found, asked)
     if differences:
-        shown = "; ".join(f"{field}: {_short(theirs)} there, {_short(ours)} asked"
+        # A differing value can be a whole graph: each is cut to 60 characters to keep the message one line.
+        shown = "; ".join(f"{field}: {shortened(repr(theirs), 60)} there, {shortened(repr(ours), 60)} asked"
                           for field, theirs, ours in differences[:3])
         raise DatasetError(f"{what} with other parameters ({shown}); {fix}")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """repr(value), cut to `limit` characters (a whole differing graph would fill the screen)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _differences(found: Any, asked: Any, path: str = "") -> list[tuple[str, Any, Any]]:

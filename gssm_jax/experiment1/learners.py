@@ -14,19 +14,21 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gssm_jax.errors import UserError
+
 TRANSFORMER = "transformer"
 ALL = "all"
 SEPARATOR = "+"  # `learners=transformer+mamba` (a comma would end the config argument's item)
 
 
 def parse_learners(text: str, kinds: Sequence[str]) -> tuple[str, ...]:
-    """`all` or kinds joined by `+` -> the kinds, in `kinds` order; a ValueError names an unknown one."""
+    """`all` or kinds joined by `+` -> the kinds, in `kinds` order; a UserError names an unknown one."""
     if text == ALL:
         return tuple(kinds)
     chosen = [name.strip() for name in text.split(SEPARATOR) if name.strip()]
     unknown = [name for name in chosen if name not in kinds]
     if unknown or not chosen:
-        raise ValueError(f"config argument learners={text!r}: give all or kinds joined by {SEPARATOR} "
+        raise UserError(f"config argument learners={text!r}: give all or kinds joined by {SEPARATOR} "
                          f"from {', '.join(kinds)}")
     return tuple(kind for kind in kinds if kind in chosen)
 

@@ -82,13 +82,12 @@ def _backward(residuals, dy):
         incoming, d_decay = carry  # incoming = a_{t+1} g_{t+1} for the chunk's last token t
         start, step, u, input_matrix, output_matrix, dy = inputs
 
-        def recompute(h, x):  # the forward token, with dL/dC_t = sum_d h_t dy_t
+        def recompute(previous, x):  # the forward token: keeps h_{t-1}, and dL/dC_t = sum_d h_t dy_t
             step, u, input_matrix, dy = x
-            h = _advance(decay, h, step, u, input_matrix)
-            return h, (h, jnp.sum(h * dy[:, None, :], axis=2))
+            h = _advance(decay, previous, step, u, input_matrix)
+            return h, (previous, jnp.sum(h * dy[:, None, :], axis=2))
 
-        _, (h, d_output) = jax.lax.scan(recompute, start, (step, u, input_matrix, dy), unroll=4)
-        previous = jnp.concatenate([start[None], h[:-1]])
+        _, (previous, d_output) = jax.lax.scan(recompute, start, (step, u, input_matrix, dy), unroll=4)
 
         def token(carry, x):
             incoming, d_decay = carry

@@ -19,6 +19,7 @@ from typing import Any
 
 import ml_collections
 
+from gssm_jax.errors import shortened
 from gssm_jax.training import run_files
 from gssm_jax.training.step import ConfigError
 
@@ -73,8 +74,7 @@ def allowed_changes(config: ml_collections.ConfigDict) -> set[str]:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= _SHOWN_CHARACTERS else text[:_SHOWN_CHARACTERS - 3] + "..."
+    return shortened(json.dumps(value), _SHOWN_CHARACTERS)
 
 
 def has_started(workdir: str) -> bool:
