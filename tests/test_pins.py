@@ -9,6 +9,7 @@ The digests are of CPU results (XLA's float rounding can differ on other backend
 """
 
 import hashlib
+import json
 
 import jax
 import numpy as np
@@ -85,3 +86,18 @@ def test_derived_keys_are_pinned():
     assert _digest(tokens) == "46381e31a9fc94d7"
     # The Monte Carlo key of the held-out set's entropy when the graph has context nodes.
     assert _digest(_key_words(jax.random.fold_in(jax.random.key(12345), 1))) == "1f7f23951b103363"
+
+
+def test_short_training_run_is_pinned(tmp_path):
+    """A short on-the-fly run through the public loop: per-step losses, gradient norms and held-out excess."""
+    from gssm_jax.configs.base import get_config
+    from gssm_jax.training import loop
+
+    config = get_config("size=tiny")
+    config.train.num_steps, config.train.log_every, config.train.eval_every = 6, 1, 3
+    result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    losses = np.array([[r["train/loss_nats_per_token"], r["train/grad_norm"]] for r in records], np.float32)
+    evals = np.array([r["eval/excess_loss_nats_per_token"] for r in records if "eval/excess_loss_nats_per_token" in r],
+                     np.float64)
+    assert _digest(losses, evals, np.float64(result["eval/loss_nats_per_token"])) == "af3ba8ccea8ef2bf"
