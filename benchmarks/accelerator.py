@@ -23,13 +23,13 @@ import time
 import jax
 import numpy as np
 
+from gssm_jax import parallel
 from gssm_jax.configs.experiment1 import get_config
 from gssm_jax.data import OnTheFlyBatches
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import sample_kernels
-from gssm_jax.models import registry, transformer
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import sample_kernels
+from gssm_jax.learners import registry, transformer
 from gssm_jax.sampling import sampling_tables
-from gssm_jax.training import mesh as parallel
 from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 GRAPHS = ("four_by_four", "eight_by_four")

@@ -1,14 +1,14 @@
-"""Benchmark: the cost of difficulty trials and of a whole pair calibration on the seed's 4x4/V32 graph.
+"""Benchmark: the cost of difficulty trials and of a whole pair calibration on composable-llm's 4x4/V32 graph.
 
   python -m benchmarks.calibration [--graph=four_by_four] [--size=cpu] [--nopairs]
 
 Rows:
 * drawing one seed's kernels (all nodes, the reference alphas; mean over the seeds, after compilation):
-  with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.model.kernels.sample_log_gamma`.
+  with `jax.random.loggamma` (the sampler used before) and with `gssm_jax.gssm.kernels.sample_log_gamma`.
   On eight_by_four X's kernel alone is 65536 x 64 gamma variates and dominates every trial that
   changes alpha_X;
 * one trial = one setting measured on every seed's batch (the `calibrate` config's size): the reference is
-  the seed's code path (numpy sampler `gssm_jax.sampling.reference`, then zlib-9 of each batch one after the
+  composable-llm's code path (numpy sampler `gssm_jax.sampling.numpy_sampler`, then zlib-9 of each batch one after the
   other); ours samples with the JAX sampler and compresses the seeds' batches on a thread pool;
 * compression alone: zlib-9 of the seeds' batches, sequential vs `parallel_map` (zlib releases the GIL);
 * a whole pair (both sides, from the reference's difficulty, cpu-size search) per measure, from a fresh
@@ -28,10 +28,10 @@ from absl import app, flags
 from gssm_jax import difficulty, keys
 from gssm_jax.configs.calibrate import get_config
 from gssm_jax.difficulty import calibrate_pair
-from gssm_jax.model import kernels
-from gssm_jax.model.families import get_family
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.sampling import reference
+from gssm_jax.gssm import kernels
+from gssm_jax.gssm.families import get_family
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.sampling import numpy_sampler
 
 _GRAPH = flags.DEFINE_string("graph", "four_by_four", "Graph family.")
 _SIZE = flags.DEFINE_string("size", "cpu", "The calibrate config's size: cpu, paper or tiny.")
@@ -55,7 +55,7 @@ def main(argv):
     print(f"{family.name}: {len(seeds)} seeds x {batch_size} x {length} tokens per trial")
 
     def reference_trial():
-        batches = [reference.seed_batch(graph, seed, batch_size, length) for seed in seeds]
+        batches = [numpy_sampler.seed_batch(graph, seed, batch_size, length) for seed in seeds]
         return [difficulty.gzip_bytes_per_token(tokens) for tokens in batches]
 
     def our_trial(measure):

@@ -6,7 +6,8 @@
 Rows:
 * generate_dataset: sequences sampled on device shard by shard, written as uint8 .npy with sha256 and
   fsync (steady state: from the end of the first shard, which includes compilation, to the end);
-* numpy reference -> disk: the seed-order numpy sampler (`gssm_jax.sampling.reference`) writing the same
+* numpy reference -> disk: the numpy sampler in composable-llm's draw order
+  (`gssm_jax.sampling.numpy_sampler`) writing the same
   number of sequences as uint8 .npy with fsync, in batches of `shard_size`;
 * device_batch from file: one training batch (shuffled rows of the memory-mapped train split placed on
   every device) vs `sample_tokens` of the same batch on the fly (compiled, blocked until ready);
@@ -25,24 +26,22 @@ import time
 import jax
 import numpy as np
 
-from gssm_jax import data
+from gssm_jax import data, parallel
 from gssm_jax.configs.base import get_config
-from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.model.kernels import sample_kernels
-from gssm_jax.sampling import reference, sample_tokens, sampling_tables
-from gssm_jax.training import loop as train
-from gssm_jax.training import mesh as parallel
-from gssm_jax.training import run_files as metrics
+from gssm_jax.gssm.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.gssm.kernels import sample_kernels
+from gssm_jax.sampling import numpy_sampler, sample_tokens, sampling_tables
+from gssm_jax.training import loop, run_directory
 
 
 def _reference_to_disk(graph: GraphSpec, directory: pathlib.Path, num_sequences: int, length: int,
                        shard_size: int) -> float:
     """Seconds for the numpy reference to sample and write `num_sequences` sequences."""
-    rng = reference.seed_generator(0)
-    tables = reference.draw_tables(rng, graph)
+    rng = numpy_sampler.seed_generator(0)
+    tables = numpy_sampler.draw_tables(rng, graph)
     start = time.perf_counter()
     for index, rows in enumerate(data.shard_rows(num_sequences, shard_size)):
-        tokens = reference.sample(rng, graph, tables, rows, length).astype(np.uint8)
+        tokens = numpy_sampler.sample(rng, graph, tables, rows, length).astype(np.uint8)
         with open(directory / f"reference_{index:05d}.npy", "wb") as file:
             np.save(file, tokens)
             file.flush()
@@ -73,8 +72,8 @@ def _training_tokens_per_second(scratch: pathlib.Path, source: str, steps: int) 
                               shard_size=256)
         config.data.source, config.data.path = "file", str(path)
     workdir = scratch / f"train_{source}"
-    train.train_and_evaluate(config, str(workdir))
-    return metrics.read_metrics(str(workdir))[-1]["train/tokens_per_second"]
+    loop.train_and_evaluate(config, str(workdir))
+    return run_directory.read_metrics(str(workdir))[-1]["train/tokens_per_second"]
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
   python -m benchmarks.forward [--quick] [--repetitions=2]
 
-For the seed's 4x4-state/32-token graph (256 latent states) and 8x4-state/64-token graph (65,536
+For composable-llm's 4x4-state/32-token graph (256 latent states) and 8x4-state/64-token graph (65,536
 latent states), batch 64, length 2048 (4x4) / 512 (8x4; the cost per token does not depend on the
 length), float32, side by side:
 
@@ -12,7 +12,7 @@ length), float32, side by side:
 * **one jitted call**: the same pass as a single call on one CPU device (one thread runs its time
   loop: the library before issue 12, the per-sequence block pass on 8x4);
 * **batched pass on the CPU** (`implementation="batched"`, the accelerator path forced), short run;
-* a plain numpy factorised forward pass in float64 (`gssm_jax.inference.reference`) on the first
+* a plain numpy factorised forward pass in float64 (`gssm_jax.inference.numpy_forward`) on the first
   `reference_steps` positions, and (4x4 only) a numpy dense pass over the (S, S) product transition.
 
 Agreement: the largest difference over sequences of the mean per-token loss on the reference positions
@@ -33,10 +33,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from gssm_jax.inference import api as inference
-from gssm_jax.inference import reference as forward_reference
-from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.model.kernels import conditional_tables, sample_kernels
+from gssm_jax import inference
+from gssm_jax.gssm.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.gssm.kernels import conditional_tables, sample_kernels
+from gssm_jax.inference import numpy_forward
 from gssm_jax.sampling import sampler
 
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke test: length 256 and fewer reference steps.")
@@ -107,7 +107,7 @@ def benchmark_graph(label: str, length: int, repetitions: int, quick: bool) -> l
 
     prefix = np.asarray(tokens[:, :reference_steps]).astype(np.int64)
     start = time.perf_counter()
-    reference = forward_reference.factorised_losses(graph, tables, prefix)
+    reference = numpy_forward.factorised_losses(graph, tables, prefix)
     numpy_rate = prefix.size / (time.perf_counter() - start)
     prefix_losses = np.asarray(inference.token_losses(graph, kernels, prefix))  # causal: the first losses
     agreement = np.max(np.abs(prefix_losses.mean(1) - reference.mean(1)))
@@ -122,7 +122,7 @@ def benchmark_graph(label: str, length: int, repetitions: int, quick: bool) -> l
     ]
     if with_dense:
         start = time.perf_counter()
-        dense = forward_reference.dense_losses(graph, tables, prefix)
+        dense = numpy_forward.dense_losses(graph, tables, prefix)
         dense_rate = prefix.size / (time.perf_counter() - start)
         rows.append((f"{label} numpy dense (S, S) float64", dense_rate,
                      f"|diff| vs factorised {np.max(np.abs(dense - reference)):.1e} nats"))

@@ -8,7 +8,7 @@ Each learner gets the width whose parameter count matches the `base` config's tr
 baseline is the transformer, measured in the same run. Memory is XLA's compiled buffer assignment
 for the step (arguments + outputs + temporaries - donated aliases), known without running it.
 `--methods=associative,sequential,chunked` times each linear-recurrence method of
-`gssm_jax.models.recurrence` (the LSTM's recurrence is sequential only).
+`gssm_jax.learners.recurrence` (the LSTM's recurrence is sequential only).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from gssm_jax import parallel
 from gssm_jax.configs.base import get_config
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.models import registry
-from gssm_jax.training import mesh as parallel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.learners import registry
 from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 _LENGTHS = flags.DEFINE_list("lengths", ["256", "2048"], "Sequence lengths T.")

@@ -24,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.model.kernels import conditional_tables, sample_kernels
-from gssm_jax.sampling import reference, sampler, tables, threefry
+from gssm_jax import threefry
+from gssm_jax.gssm.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.gssm.kernels import conditional_tables, sample_kernels
+from gssm_jax.sampling import numpy_sampler, sampler, tables
 
 GRAPHS = {"4x4/V32": (4, 32), "8x4/V64": (8, 64)}
 
@@ -70,7 +71,7 @@ def measure(name: str, batch: int, length: int, repeats: int, reference_length: 
     first = time.perf_counter() - start
     run = _seconds(lambda: sampler.sample_tokens(jax.random.key(2), graph, thresholds, batch, length), repeats)
     probabilities = {key: np.asarray(value, np.float64) for key, value in conditional_tables(graph, kernels).items()}
-    reference_run = _seconds(lambda: reference.sample(np.random.default_rng(3), graph, probabilities, batch,
+    reference_run = _seconds(lambda: numpy_sampler.sample(np.random.default_rng(3), graph, probabilities, batch,
                                                       reference_length), 1)
     ours = batch * length / run
     theirs = batch * reference_length / reference_run

@@ -3,9 +3,9 @@
   python -m benchmarks.train_step [--steps=10] [--devices=1] [--hugepages] [--shapes=s256_e64,...] [--kinds=...]
 
 Shapes (float32, batch 16, vocab 32 (gssm_jax/configs/base.py's graph), 4 layers, 4 heads, AdamW), as timed for
-the seed's PyTorch anchor by /work/shared/tools/anchor_train_throughput.py:
+composable-llm's PyTorch anchor by /work/shared/tools/anchor_train_throughput.py:
   s256_e64 (T=256, width 64), s256_e128 (T=256, width 128), s2048_e64 (T=2048, width 64).
-Each shape also times every other learner of `gssm_jax.models.registry` (`--kinds`) at the width that matches
+Each shape also times every other learner of `gssm_jax.learners.registry` (`--kinds`) at the width that matches
 the shape's transformer in parameters (`registry.matched_widths`; same depth, batch and optimizer), with its
 kind's default scan. Each cell (shape, attention or learner) runs in its own subprocess, so peak RSS is per
 cell. A row reports tokens/s (median step), the ratio to the `xla` cell of the same shape, peak RSS (MiB),
@@ -54,13 +54,12 @@ def run_cell(shape: str, name: str, steps: int) -> dict:
     """Times one cell in this process: the transformer with attention `name`, or learner `name`; returns its row."""
     import jax
 
-    from gssm_jax import sampling as sampler
+    from gssm_jax import parallel, sampling
     from gssm_jax.configs.base import get_config
     from gssm_jax.data import OnTheFlyBatches
-    from gssm_jax.model.graph import GraphSpec
-    from gssm_jax.model.kernels import sample_kernels
-    from gssm_jax.models import registry, transformer
-    from gssm_jax.training import mesh as parallel
+    from gssm_jax.gssm.graph import GraphSpec
+    from gssm_jax.gssm.kernels import sample_kernels
+    from gssm_jax.learners import registry, transformer
     from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
     length, width = SHAPES[shape]
@@ -79,7 +78,7 @@ def run_cell(shape: str, name: str, steps: int) -> dict:
     graphdef, state = init_state(shape_config, 0, optimizer)
     holder = {"state": jax.device_put(state, parallel.replicated(mesh))}
     step = make_train_step(graphdef, optimizer, schedule, mesh)
-    data = OnTheFlyBatches(graph, sampler.sampling_tables(graph, sample_kernels(jax.random.key(0), graph)),
+    data = OnTheFlyBatches(graph, sampling.sampling_tables(graph, sample_kernels(jax.random.key(0), graph)),
                               BATCH, length, jax.random.key(1), mesh)
     tokens = data.batch(0)
     started = time.perf_counter()
@@ -123,7 +122,7 @@ def main(argv):
         return
     print(f"{_DEVICES.value} CPU device(s), hugepages={_HUGEPAGES.value}, batch {BATCH}, {DEPTH} layers, "
           f"{HEADS} heads, float32; median of {_STEPS.value} steps (T=2048 xla: 2)")
-    from gssm_jax.models import registry
+    from gssm_jax.learners import registry
 
     kinds = _KINDS.value or [kind for kind in registry.KINDS if kind != "transformer"]
     header = ("| shape | attention or learner (resolved) | tokens/s | vs xla | anchor (torch.compile) | peak RSS MiB | "

@@ -6,9 +6,12 @@
     rate = gj.entropy_rate(graph, kernels, tokens)              # EntropyRate(nats_per_token, standard_error)
     result = gj.train_and_evaluate(gj.load_config("base:size=tiny"), "runs/tiny")
 
-The stages of the data flow are subpackages (`gj.model`, `gj.sampling`, `gj.inference`, `gj.data`,
-`gj.difficulty`, `gj.models`, `gj.training`, `gj.analysis`, `gj.experiment1`, `gj.configs`, `gj.cli`),
-with `gj.keys` (the key tree) and `gj.files` (the atomic writer).
+The stages of the data flow are subpackages, bottom first: `gj.gssm` (the generative model: graphs,
+families, kernels), `gj.sampling`, `gj.inference` (the exact forward pass), `gj.data`, `gj.difficulty`
+(measures, the two sides, the calibration search), `gj.learners` (the sequence models trained on the
+tokens), `gj.training`, `gj.experiment1` (the sweep and its report), `gj.configs` and `gj.cli`; below
+them the ground floor: `gj.keys` (the key tree), `gj.files` (the atomic writer), `gj.errors`,
+`gj.statistics`, `gj.parallel` (the device mesh) and `gj.threefry`.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ except importlib.metadata.PackageNotFoundError:  # running from a checkout that 
 # name -> module defining it. Resolved on first use (PEP 562), so that `import gssm_jax.keys` or a config
 # file does not pay for importing the training stack (flax, optax, orbax).
 _EXPORTS = {
-    "GraphSpec": "gssm_jax.model.graph",
-    "GraphError": "gssm_jax.model.graph",
-    "experiment1_graph_config": "gssm_jax.model.graph",
-    "FAMILIES": "gssm_jax.model.families",
-    "GraphFamily": "gssm_jax.model.families",
-    "get_family": "gssm_jax.model.families",
-    "sample_kernels": "gssm_jax.model.kernels",
-    "conditional_tables": "gssm_jax.model.kernels",
+    "GraphSpec": "gssm_jax.gssm.graph",
+    "GraphError": "gssm_jax.gssm.graph",
+    "experiment1_graph_config": "gssm_jax.gssm.graph",
+    "FAMILIES": "gssm_jax.gssm.families",
+    "GraphFamily": "gssm_jax.gssm.families",
+    "get_family": "gssm_jax.gssm.families",
+    "sample_kernels": "gssm_jax.gssm.kernels",
+    "conditional_tables": "gssm_jax.gssm.kernels",
     "sampling_tables": "gssm_jax.sampling.tables",
     "sample_tokens": "gssm_jax.sampling.sampler",
     "EntropyRate": "gssm_jax.inference.api",
@@ -45,11 +48,11 @@ _EXPORTS = {
     "load_dataset": "gssm_jax.data.load",
     "train_and_evaluate": "gssm_jax.training.loop",
     "run_experiment": "gssm_jax.experiment1.sweep",
-    "write_report": "gssm_jax.analysis.report",
+    "write_report": "gssm_jax.experiment1.report",
 }
 _LOADERS = {"load_config": ("gssm_jax.configs", "load")}
-_SUBPACKAGES = ("analysis", "cli", "configs", "data", "difficulty", "experiment1", "files", "inference", "keys",
-                "model", "models", "sampling", "training")
+_SUBPACKAGES = ("cli", "configs", "data", "difficulty", "errors", "experiment1", "files", "gssm", "inference", "keys",
+                "learners", "parallel", "sampling", "statistics", "threefry", "training")
 
 __all__ = sorted([*_EXPORTS, *_LOADERS])
 

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gssm_jax.threefry import threefry_2x32
+
 # fold_in tags; never renumber.
 BITS_TAG = 0  # the sampler's random words
 CONTEXT_TAG = 1  # the sampler's per-sequence context kernels
@@ -112,9 +114,6 @@ def sampler_bits_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     (0, BITS_TAG), in plain uint32 ops: `jax.random`'s own derivation compiles in ~0.3 s, a third of
     the sampler's compile time. Other key implementations go through `jax.random`.
     """
-    # Imported here: the model and sampling modules import this one, so it imports none of them at load time.
-    from gssm_jax.sampling.threefry import threefry_2x32  # noqa: PLC0415
-
     words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     if words.shape != (2,) or words.dtype != jnp.uint32:
         return tuple(jax.random.bits(jax.random.fold_in(key, BITS_TAG), (2,), jnp.uint32))

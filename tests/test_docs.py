@@ -43,9 +43,6 @@ CHEAP = {
     "make benchmarks": skip("each benchmark is run below in its quick form"),
     # Training.
     "gssm-train --config=base --workdir=runs/train": "gssm-train --config=base:size=tiny --workdir=runs/train",
-    "gssm-train --config=base": "gssm-train --config=base:size=tiny --workdir=runs/train",
-    "python -m experiments.train --config=configs/base.py":
-        "python -m experiments.train --config=configs/base.py:size=tiny --workdir=runs/train_checkout",
     "gssm-train --config=base:size=paper --workdir=runs/paper":
         "gssm-train --config=base:size=tiny --workdir=runs/train",
     "gssm-train --config=base:alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=2000 --config.model.width=128 "
@@ -112,15 +109,15 @@ CHEAP = {
         "gssm-experiment1 --config=experiment1:size=tiny,graph=chain --workdir=runs/exp1_chain",
     "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
     "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8":
-        skip("needs a Slurm cluster; the submitit path is tested in tests/test_sweep.py"),
+        skip("needs a Slurm cluster; the submitit path is tested in tests/experiment1/test_sweep.py"),
     "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
     "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8 --slurm_max_parallel=32":
-        skip("needs a Slurm cluster; the submitit path is tested in tests/test_sweep.py"),
+        skip("needs a Slurm cluster; the submitit path is tested in tests/experiment1/test_sweep.py"),
     "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05 "
     "--workdir=runs/chain_small_alpha_z":
         f"gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny {TINY_TRAIN} "
         "--workdir=runs/chain_small_alpha_z",
-    # The seed's difficulty table.
+    # Composable-llm's difficulty table.
     "gssm-difficulty --workdir=runs/difficulty":
         "gssm-difficulty --graphs=four_by_four --seeds=2 --batch_size=4 --entropy_sequences=1 --skip_reference "
         "--workdir=runs/difficulty",

@@ -25,8 +25,7 @@ import gssm_jax as gj
 from gssm_jax.configs.base import get_config
 from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.errors import MAX_LINES, UserError
-from gssm_jax.training import loop as train
-from gssm_jax.training import run_files
+from gssm_jax.training import loop, run_directory
 from gssm_jax.training.checkpoints import Checkpoints
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,7 +150,7 @@ def _workspace(tmp: str) -> None:
         file.write(bytes([last[0] ^ 1]))
     started = os.path.join(tmp, "started")  # what a run leaves after its first checkpoint, as far as resume reads
     os.makedirs(os.path.join(started, "checkpoints", "10"))
-    with open(os.path.join(started, run_files.CONFIG_FILE), "w") as file:
+    with open(os.path.join(started, run_directory.CONFIG_FILE), "w") as file:
         json.dump({**get_config("size=tiny").to_dict(), "workdir": started}, file)
 
 
@@ -257,7 +256,7 @@ def _no_compiling(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled a train step: the check should have come first")
 
-    monkeypatch.setattr(train, "make_train_step", refuse)
+    monkeypatch.setattr(loop, "make_train_step", refuse)
 
 
 def test_ctrl_c_checkpoints_and_resume_compares_the_config(tmp_path, monkeypatch):
@@ -271,8 +270,8 @@ def test_ctrl_c_checkpoints_and_resume_compares_the_config(tmp_path, monkeypatch
 
     monkeypatch.setattr(OnTheFlyBatches, "batch", ctrl_c_during_step_2)
     handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(train.Preempted, match="SIGINT: saved a checkpoint at step 3") as raised:
-        train.train_and_evaluate(_resume_config(), workdir)
+    with pytest.raises(loop.Preempted, match="SIGINT: saved a checkpoint at step 3") as raised:
+        loop.train_and_evaluate(_resume_config(), workdir)
     assert raised.value.signal_number == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is handler  # the handler was restored
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=2)
@@ -283,38 +282,38 @@ def test_ctrl_c_checkpoints_and_resume_compares_the_config(tmp_path, monkeypatch
     with monkeypatch.context() as patch:  # a changed learning rate is refused, before anything compiles
         _no_compiling(patch)
         with pytest.raises(UserError) as refused:
-            train.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01), workdir)
+            loop.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01), workdir)
     message = str(refused.value)
     assert "\n" not in message and "optimizer.learning_rate (0.003 -> 0.01)" in message
     assert "--config.train.allow_changes=optimizer.learning_rate" in message and "new --workdir" in message
 
     allowed = _resume_config(optimizer__learning_rate=0.01, train__allow_changes="optimizer.learning_rate")
-    assert train.train_and_evaluate(allowed, workdir)["final_step"] == 6
-    with open(os.path.join(workdir, run_files.CONFIG_FILE)) as file:
+    assert loop.train_and_evaluate(allowed, workdir)["final_step"] == 6
+    with open(os.path.join(workdir, run_directory.CONFIG_FILE)) as file:
         assert json.load(file)["optimizer"]["learning_rate"] == 0.01  # the run's record follows the allowed change
 
     with monkeypatch.context() as patch:  # finished; other logging and eval frequencies change nothing
         _no_compiling(patch)
-        again = train.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__log_every=3,
+        again = loop.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__log_every=3,
                                                         train__eval_every=2), workdir)
     assert again["final_step"] == 6
 
-    longer = train.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__num_steps=8), workdir)
+    longer = loop.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__num_steps=8), workdir)
     assert longer["final_step"] == 8 and longer["tokens_seen"] == 8 * 16 * 32
-    assert [record["step"] for record in run_files.read_metrics(workdir)] == [2, 4, 6, 8]
+    assert [record["step"] for record in run_directory.read_metrics(workdir)] == [2, 4, 6, 8]
 
     with pytest.raises(UserError, match="train.num_steps"):  # fewer steps than trained: a different run
-        train.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__num_steps=4), workdir)
+        loop.train_and_evaluate(_resume_config(optimizer__learning_rate=0.01, train__num_steps=4), workdir)
 
 
 def test_a_checkpoint_of_another_shape_is_one_line(tmp_path):
     workdir = str(tmp_path)
     short = {"train__num_steps": 2, "train__eval_every": 2, "train__checkpoint_every": 2, "optimizer__warmup_steps": 1}
-    train.train_and_evaluate(_resume_config(**short), workdir)
-    os.remove(os.path.join(workdir, run_files.RESULT_FILE))  # as if stopped after its last checkpoint
+    loop.train_and_evaluate(_resume_config(**short), workdir)
+    os.remove(os.path.join(workdir, run_directory.RESULT_FILE))  # as if stopped after its last checkpoint
     wider = _resume_config(**short, model__width=64, train__allow_changes="model.width")
     with pytest.raises(UserError, match="does not fit this model") as raised:
-        train.train_and_evaluate(wider, workdir)
+        loop.train_and_evaluate(wider, workdir)
     assert "\n" not in str(raised.value)
-    with open(os.path.join(workdir, run_files.CONFIG_FILE)) as file:
+    with open(os.path.join(workdir, run_directory.CONFIG_FILE)) as file:
         assert json.load(file)["model"]["width"] == 32  # the run's record is left as it was

@@ -35,7 +35,7 @@ def test_notebook_is_stripped_and_parameterised(name):
 
 
 def test_experiment1_notebook_reproduces_the_report_on_a_fake_workdir(tmp_path):
-    sys.path.insert(0, os.path.dirname(__file__))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "experiment1"))
     from test_report import make_fake_workdir
 
     workdir = make_fake_workdir(str(tmp_path))

@@ -15,13 +15,12 @@ import jax
 import numpy as np
 import pytest
 
-from gssm_jax import data, difficulty, keys
+from gssm_jax import data, difficulty, keys, parallel
 from gssm_jax.data import OnTheFlyBatches
-from gssm_jax.model.graph import GraphSpec, experiment1_graph_config
-from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.gssm.graph import GraphSpec, experiment1_graph_config
+from gssm_jax.gssm.kernels import sample_kernels
 from gssm_jax.sampling import sampler, tables
 from gssm_jax.training import evaluation
-from gssm_jax.training import mesh as parallel
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="digests are of CPU float rounding")
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gssm_jax.analysis.statistics import confidence_interval, holm, paired_comparison, paired_rank_comparison
+from gssm_jax import statistics
+from gssm_jax.statistics import confidence_interval, holm, paired_comparison, paired_rank_comparison
 
 
 def student_quantile_2(probability: float) -> float:
@@ -140,3 +141,11 @@ def test_holm_rejects_what_the_textbook_step_down_procedure_rejects():
                 break
             rejected[index] = True
         np.testing.assert_array_equal(holm(p) < alpha, rejected)
+
+
+def test_mean_and_stderr_by_hand():
+    mean, stderr = statistics.mean_and_stderr([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    variance = ((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2
+    assert stderr == pytest.approx(math.sqrt(variance / 3))
+    assert math.isnan(statistics.mean_and_stderr([3.0])[1])

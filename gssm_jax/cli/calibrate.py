@@ -18,7 +18,7 @@ from __future__ import annotations
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gssm_jax.cli import common as cli
+from gssm_jax.cli import common
 from gssm_jax.experiment1.calibration import check_calibration, run_calibration
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
@@ -28,9 +28,9 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-    cli.check_no_arguments(argv)
+    common.check_no_arguments(argv)
     config = _CONFIG.value
-    workdir = cli.resolve_workdir(config.get("workdir"), _WORKDIR.value)
+    workdir = common.resolve_workdir(config.get("workdir"), _WORKDIR.value)
     check_calibration(config)  # before the config is logged: a bad field is then the only output
     logging.info("The config:\n%s", config)
     run_calibration(config, workdir, log=logging.info)
@@ -38,7 +38,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-calibrate`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 from absl import flags
 from ml_collections import config_flags
 
-from gssm_jax.cli import common as cli
+from gssm_jax.cli import common
 from gssm_jax.experiment1.data_sweep import run_data_sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
@@ -16,14 +16,14 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
-    cli.check_no_arguments(argv)
+    common.check_no_arguments(argv)
     config = _CONFIG.value
-    run_data_sweep(config, cli.resolve_workdir(config.get("workdir"), _WORKDIR.value))
+    run_data_sweep(config, common.resolve_workdir(config.get("workdir"), _WORKDIR.value))
 
 
 def run() -> None:
     """The console script (`gssm-data-sweep`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

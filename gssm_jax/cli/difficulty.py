@@ -1,8 +1,8 @@
-"""The seed's difficulty table, reproduced and extended with the exact entropy rate.
+"""Composable-llm's difficulty table, reproduced and extended with the exact entropy rate.
 
-For each of the seed's six (alpha_X, alpha_Z) settings it prints and saves:
-the seed's gzip value; the numpy reference sampler at seed 42 (the original draw order, which
-reproduces the seed's numbers); the JAX sampler's gzip difficulty, mean and std over graph seeds;
+For each of composable-llm's six (alpha_X, alpha_Z) settings it prints and saves:
+composable-llm's gzip value; the numpy reference sampler at seed 42 (the original draw order, which
+reproduces composable-llm's numbers); the JAX sampler's gzip difficulty, mean and std over graph seeds;
 and the exact entropy rate (forward algorithm) in bits per token, mean and std over the same seeds.
 The last column shows that gzip-matched pairs are not entropy-matched.
 
@@ -19,13 +19,13 @@ import numpy as np
 from absl import flags
 
 from gssm_jax import difficulty, files
-from gssm_jax.cli import common as cli
+from gssm_jax.cli import common
 from gssm_jax.errors import check_names
-from gssm_jax.model.families import get_family
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.sampling import reference
+from gssm_jax.gssm.families import get_family
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.sampling import numpy_sampler
 
-# (family, alpha_X, alpha_Z, the seed's gzip difficulty): the seed's table, 4 states per hidden node,
+# (family, alpha_X, alpha_Z, composable-llm's gzip difficulty): composable-llm's table, 4 states per hidden node,
 # 1024 sequences, T = the family's length (2048 for four_by_four, 4096 for eight_by_four).
 SEED_TABLE = (
     ("four_by_four", 1e-3, 0.125, 0.74),
@@ -37,9 +37,10 @@ SEED_TABLE = (
 )
 SEED = 42
 
-_GRAPHS = flags.DEFINE_list("graphs", ["four_by_four", "eight_by_four"], "Graph families of the seed table to run.")
+_GRAPHS = flags.DEFINE_list("graphs", ["four_by_four", "eight_by_four"], "Graph families of "
+                            "composable-llm's table to run.")
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Graph seeds (0..N-1) for the JAX sampler's mean and std.", lower_bound=2)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Sequences per batch (the seed used 1024).", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Sequences per batch (composable-llm used 1024).", lower_bound=1)
 _ENTROPY_SEQUENCES = flags.DEFINE_integer(
     "entropy_sequences", 16, "Sequences per seed on which the exact entropy rate is computed (the forward pass on "
     "the 65,536-state eight_by_four graph runs at ~10^4 tokens/s on a 2-core CPU).", lower_bound=1)
@@ -53,7 +54,7 @@ def _row(family_name: str, alpha_x: float, alpha_z: float, seed_value: float) ->
     row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z, "seed": seed_value}
     if not _SKIP_REFERENCE.value:
         graph = GraphSpec.from_config(family.config(alpha_x, alpha_z))
-        tokens = reference.seed_batch(graph, SEED, _BATCH_SIZE.value, family.length)
+        tokens = numpy_sampler.seed_batch(graph, SEED, _BATCH_SIZE.value, family.length)
         row["reference_seed42"] = difficulty.gzip_bytes_per_token(tokens)
     seeds = tuple(range(_SEEDS.value))
     measurer = difficulty.Measurer(family, seeds=seeds, batch_size=_BATCH_SIZE.value, length=family.length)
@@ -84,8 +85,8 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    cli.check_no_arguments(argv)
-    workdir = cli.resolve_workdir(None, _WORKDIR.value)
+    common.check_no_arguments(argv)
+    workdir = common.resolve_workdir(None, _WORKDIR.value)
     check_names("--graphs", _GRAPHS.value, get_family)  # now, with the valid names, not after minutes of work
     os.makedirs(workdir, exist_ok=True)
     settings = [row for row in SEED_TABLE if row[0] in _GRAPHS.value]
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """The console script (`gssm-difficulty`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

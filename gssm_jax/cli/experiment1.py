@@ -13,10 +13,9 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gssm_jax import configs
-from gssm_jax import experiment1 as sweep
-from gssm_jax.analysis import report
-from gssm_jax.cli import common as cli
+from gssm_jax import configs, experiment1
+from gssm_jax.cli import common
+from gssm_jax.experiment1 import report
 
 _CONFIG = config_flags.DEFINE_config_file("config", configs.path("experiment1"), "A config file or a shipped "
                                           "config's name, e.g. experiment1:size=cpu.", lock_config=True)
@@ -35,18 +34,18 @@ _CLUSTER = flags.DEFINE_enum("slurm_cluster", "slurm", ["slurm", "local", "debug
 
 
 def main(argv):
-    cli.check_no_arguments(argv)
+    common.check_no_arguments(argv)
     config = _CONFIG.value
-    workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
+    workdir = common.resolve_workdir(config.workdir, _WORKDIR.value)
     start = time.time()
     failed = []
     if not _REPORT_ONLY.value:
         slurm = None
         if _LAUNCHER.value == "slurm":
-            slurm = sweep.SlurmOptions(partition=_PARTITION.value, time_minutes=_TIME.value,
+            slurm = experiment1.SlurmOptions(partition=_PARTITION.value, time_minutes=_TIME.value,
                                        gpus_per_node=_GPUS.value, cpus_per_task=_CPUS.value,
                                        max_parallel=_PARALLEL.value, cluster=_CLUSTER.value)
-        outcomes = sweep.run_experiment(config, workdir, slurm=slurm, log=logging.info)
+        outcomes = experiment1.run_experiment(config, workdir, slurm=slurm, log=logging.info)
         failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
     path = report.write_report(workdir, report.Settings.from_config(config.report))
     with open(path) as file:
@@ -60,7 +59,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-experiment1`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

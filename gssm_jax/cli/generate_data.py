@@ -11,7 +11,7 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gssm_jax.cli import common as cli
+from gssm_jax.cli import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
                                           "optional :arg, e.g. data:size=tiny.", lock_config=True)
@@ -21,7 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    cli.check_no_arguments(argv)
+    common.check_no_arguments(argv)
     from gssm_jax import data
 
     config = _CONFIG.value
@@ -46,7 +46,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-generate-data`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

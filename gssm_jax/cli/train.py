@@ -9,9 +9,9 @@ checkpoint first. A rerun whose config changes the computation is refused (`gssm
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gssm_jax.cli import common as cli
-from gssm_jax.training import loop as train
-from gssm_jax.training import mesh as parallel
+from gssm_jax import parallel
+from gssm_jax.cli import common
+from gssm_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
                                           "optional :arg, e.g. base:size=tiny.", lock_config=True)
@@ -20,13 +20,13 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-    cli.check_no_arguments(argv)
+    common.check_no_arguments(argv)
     config = _CONFIG.value
-    workdir = cli.resolve_workdir(config.workdir, _WORKDIR.value)
+    workdir = common.resolve_workdir(config.workdir, _WORKDIR.value)
     parallel.initialize_distributed(config.distributed.initialize)  # before any other JAX call
     try:
-        result = train.train_and_evaluate(config, workdir)
-    except train.Preempted as preempted:
+        result = loop.train_and_evaluate(config, workdir)
+    except loop.Preempted as preempted:
         logging.warning("%s", preempted)
         raise SystemExit(128 + preempted.signal_number) from None  # the shell's status for death by that signal
     logging.info("Finished: %s", result)
@@ -34,7 +34,7 @@ def main(argv):
 
 def run() -> None:
     """The console script (`gssm-train`): parses the flags, then runs `main`."""
-    cli.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

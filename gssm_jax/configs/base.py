@@ -1,7 +1,6 @@
-"""Defaults of a training run on the fly: the seed's 4x4-state / 32-token graph, small alpha_X side.
+"""Defaults of a training run on the fly: composable-llm's 4x4-state / 32-token graph, small alpha_X side.
 
-Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.train
---config=configs/base.py:...` is the same command):
+Commands (after `pip install -e .`, from any directory):
 
   gssm-train --config=base --workdir=runs/train
   gssm-train --config=base:size=paper --workdir=runs/paper
@@ -9,7 +8,7 @@ Commands (after `pip install -e .`, from any directory; from a checkout `python 
       --config.train.num_steps=2000 --config.model.width=128 --workdir=runs/small_alpha_z
 
 The optional argument after `:` is a comma-separated list of `key=value`:
-  size     cpu (default; about 2 minutes on 2 CPU cores), paper (the seed's T=2048, bigger model) or
+  size     cpu (default; about 2 minutes on 2 CPU cores), paper (composable-llm's T=2048, bigger model) or
            tiny (2 hidden nodes x 2 states, 8 tokens, seconds: for tests and smoke runs);
   alpha_x  Dirichlet concentration of X's emission rows (float > 0; default 1e-3);
   alpha_z  Dirichlet concentration of every hidden node's rows (float > 0; default 0.125).
@@ -24,7 +23,7 @@ import ml_collections
 
 from gssm_jax.configs.common import parse_arg
 from gssm_jax.errors import UserError
-from gssm_jax.model.graph import experiment1_graph_config
+from gssm_jax.gssm.graph import experiment1_graph_config
 
 SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}
@@ -65,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.verify = True
 
     config.model = ml_collections.ConfigDict()
-    # Learner: transformer, mamba, hawk, mingru, minlstm or lstm (gssm_jax.models.registry.KINDS). Each
+    # Learner: transformer, mamba, hawk, mingru, minlstm or lstm (gssm_jax.learners.registry.KINDS). Each
     # kind reads the model fields it uses (width, depth, dtype, init_scale; heads and mlp_ratio where it
     # has them) and keeps its own defaults for the rest (e.g. each recurrent kind's expansion).
     config.model.kind = "transformer"
@@ -80,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Computation dtype: float32 or bfloat16 (parameters and optimizer state stay float32).
     config.model.dtype = "float32"
     # Causal attention: auto (fastest available here), xla (reference, O(T^2) memory), blockwise (O(T x block)
-    # memory, any backend) or cudnn (NVIDIA GPUs, bfloat16); gssm_jax.models.attention.
+    # memory, any backend) or cudnn (NVIDIA GPUs, bfloat16); gssm_jax.learners.attention.
     config.model.attention = "auto"
     # Recompute each block's activations in the backward pass (True: stores only block inputs, for one more
     # forward pass; on CPU at T=2048 it saved 8% of the step's memory for 27% more time: benchmarks/RESULTS.md).

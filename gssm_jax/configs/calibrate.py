@@ -8,13 +8,12 @@ Commands (after `pip install -e .`, from any directory):
   gssm-calibrate --config=calibrate:graph=four_by_four,size=paper \
       --config.calibration.model_results=reference=runs/ref/result.json --workdir=runs/cal_4x4
 
-(From a checkout, `python -m experiments.calibrate --config=configs/calibrate.py:...` is the same command.)
 The optional argument after `:` is a comma-separated list of `key=value`:
-  graph    a family of gssm_jax.model.families: four_by_four (default), eight_by_four, chain;
-  measure  entropy (exact entropy rate, bits/token), gzip (the seed's bytes/token), zlib, bz2, lzma
+  graph    a family of gssm_jax.gssm.families: four_by_four (default), eight_by_four, chain;
+  measure  entropy (exact entropy rate, bits/token), gzip (composable-llm's bytes/token), zlib, bz2, lzma
            (bits/token), or both (default: entropy and gzip);
   size     cpu (default; one pair per measure in under a minute on 2 CPU cores, about 5 minutes for
-           eight_by_four: see CPU_SIZES), paper (the seed's batch of 1024 sequences at the family's
+           eight_by_four: see CPU_SIZES), paper (composable-llm's batch of 1024 sequences at the family's
            length, 8 seeds; for accelerators) or tiny (2 seeds of 4 x 64 tokens, coarse tolerances: seconds).
 Everything is in `config.calibration` (the schema the Experiment 1 sweep reads too: `gssm-calibrate
 --config=experiment1:graph=four_by_four` computes the sweep's own calibration). The workdir receives
@@ -28,8 +27,8 @@ import ml_collections
 
 from gssm_jax.configs.common import calibration_config, parse_arg
 from gssm_jax.difficulty import MEASURES
-from gssm_jax.experiment1.sides import SMALL_ALPHA
-from gssm_jax.model.families import FAMILIES, get_family
+from gssm_jax.difficulty.sides import SMALL_ALPHA
+from gssm_jax.gssm.families import FAMILIES, get_family
 
 SIZES = ("cpu", "paper", "tiny")
 MEASURE_CHOICES = (*MEASURES, "both")

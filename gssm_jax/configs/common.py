@@ -53,10 +53,10 @@ def calibration_config(*, measures: Sequence[str], seeds: Sequence[int], batch_s
     The caller adds `graphs` (a tuple of family names, or a reference to `config.experiment1.graphs`).
     """
     calibration = ml_collections.ConfigDict()
-    # Graph families to calibrate (names in gssm_jax.model.families.FAMILIES); set by the caller.
+    # Graph families to calibrate (names in gssm_jax.gssm.families.FAMILIES); set by the caller.
     calibration.graphs = ()
     # Measures the sides are matched on, each one of gssm_jax.difficulty.MEASURES: entropy (exact entropy rate,
-    # bits/token), gzip (the seed's bytes/token), zlib, bz2, lzma (bits/token). The sweep matches on exactly one.
+    # bits/token), gzip (composable-llm's bytes/token), zlib, bz2, lzma (bits/token). The sweep matches on exactly one.
     calibration.measures = tuple(measures)
     # Graph seeds averaged at every trial (>= 2 for standard errors; common random numbers across trials): seed s
     # draws the kernels from keys.kernel_key(s) and the measured batch from keys.calibration_data_key(s).

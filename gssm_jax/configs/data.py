@@ -1,7 +1,6 @@
 """Generation of a finite dataset on disk (train and test splits of a GSSM's sequences).
 
-Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.generate_data
---config=configs/data.py:...` is the same command):
+Commands (after `pip install -e .`, from any directory):
 
   gssm-generate-data --config=data --workdir=data/four_by_four_cpu
   gssm-generate-data --config=data:size=paper --workdir=data/four_by_four
@@ -11,7 +10,7 @@ Commands (after `pip install -e .`, from any directory; from a checkout `python 
 The optional argument after `:` is a comma-separated list of `key=value`:
   size     cpu (default: 1,000 + 64 sequences of 128 tokens, seconds), paper (1,000,000 + 1,024
            sequences at the family's seed length, 2 GB for four_by_four) or tiny (100 + 16 sequences of 32 tokens);
-  family   graph family of `gssm_jax.model.families` (default four_by_four);
+  family   graph family of `gssm_jax.gssm.families` (default four_by_four);
   alpha_x  Dirichlet concentration of X's rows (default: the family's reference setting);
   alpha_z  Dirichlet concentration of every hidden node's rows (default: the family's reference setting).
 `num_train` defaults to the largest size of the data-size sweep (`gssm_jax.data.data_size_grid(size)`),
@@ -26,7 +25,7 @@ import ml_collections
 from gssm_jax import data
 from gssm_jax.configs.common import parse_arg
 from gssm_jax.errors import UserError
-from gssm_jax.model import families as graph_families
+from gssm_jax.gssm import families
 
 SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "family": "four_by_four", "alpha_x": -1.0, "alpha_z": -1.0}  # -1: family default
@@ -35,7 +34,7 @@ ARG_DEFAULTS = {"size": "cpu", "family": "four_by_four", "alpha_x": -1.0, "alpha
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The generation's configuration; `arg` as described in the module docstring."""
     options = parse_arg(arg, ARG_DEFAULTS, {"size": SIZES})
-    family = graph_families.get_family(options["family"])
+    family = families.get_family(options["family"])
     alphas = {}
     for name, reference in zip(("alpha_x", "alpha_z"), family.reference, strict=True):
         alphas[name] = reference if options[name] == ARG_DEFAULTS[name] else options[name]

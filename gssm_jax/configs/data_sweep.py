@@ -1,7 +1,6 @@
 """The finite-data sweep: one dataset on disk, one training run per training-set size.
 
-Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.data_sweep
---config=configs/data_sweep.py:...` is the same command):
+Commands (after `pip install -e .`, from any directory):
 
   gssm-data-sweep --config=data_sweep --workdir=runs/data_sweep           # CPU, minutes
   gssm-data-sweep --config=data_sweep:size=paper --workdir=runs/data_sweep_paper

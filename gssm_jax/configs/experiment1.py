@@ -1,7 +1,6 @@
 """Experiment 1: does a transformer prefer easy-to-infer (small alpha_X) or easy-to-predict (small alpha_Z) latents?
 
-Commands (after `pip install -e .`, from any directory; from a checkout `python -m experiments.experiment1
---config=configs/experiment1.py:...` is the same command):
+Commands (after `pip install -e .`, from any directory):
 
   # The whole experiment on a 2-core CPU (about 15 minutes): calibrate, train 3 graphs x 2 sides x 5 seeds,
   # write runs/experiment1/report.md. Rerunning skips finished runs and resumes interrupted ones.
@@ -14,7 +13,7 @@ Commands (after `pip install -e .`, from any directory; from a checkout `python 
   # both matching measures side by side (the report says whether the answer depends on either):
   gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all
 
-  # The seed's scales on GPUs/TPUs (T=2048/4096, two model sizes, 5 seeds), matched by gzip instead of entropy:
+  # Composable-llm's scales on GPUs/TPUs (T=2048/4096, two model sizes, 5 seeds), matched by gzip instead of entropy:
   gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip
 
   # The same on Slurm, one array job (one GPU node per run); rerun the command to resume:
@@ -29,14 +28,14 @@ Commands (after `pip install -e .`, from any directory; from a checkout `python 
 
 The optional argument after `:` is a comma-separated list of `key=value`:
   graph       all (default: every family) or one of
-              four_by_four, eight_by_four, chain (`gssm_jax.model.families`);
+              four_by_four, eight_by_four, chain (`gssm_jax.gssm.families`);
   side        both (default), small_alpha_x or small_alpha_z;
-  match       entropy (default: exact entropy rate, bits/token), gzip (the seed's bytes/token) or both (each
+  match       entropy (default: exact entropy rate, bits/token), gzip (composable-llm's bytes/token) or both (each
               pair in its own runs/<measure>/ folder; runs with the same alphas under both are trained once);
-  size        cpu (default), medium (T=256), paper (the seed's T), or tiny (2 seeds, a tiny model, 20 steps,
+  size        cpu (default), medium (T=256), paper (composable-llm's T), or tiny (2 seeds, a tiny model, 20 steps,
               coarse calibration: a smoke run); `BUDGETS` and `MODELS` below;
   learners    transformer (default), all, or kinds joined by + (e.g. transformer+mamba), from
-              `gssm_jax.models.registry.KINDS`; each gets the width matching the transformer's parameters;
+              `gssm_jax.learners.registry.KINDS`; each gets the width matching the transformer's parameters;
   free_alpha  the calibrated alpha of the side's other node, for a single training run (float > 0; default:
               the family's reference alpha_Z, an uncalibrated placeholder the sweep replaces).
 `graph` and `side` restrict the sweep (`config.experiment1`); the training fields (`config.graph`, `data`,
@@ -53,12 +52,12 @@ import ml_collections
 
 from gssm_jax.configs import base
 from gssm_jax.configs.common import calibration_config, parse_arg
+from gssm_jax.difficulty.sides import SIDE_NAMES, SMALL_ALPHA, get_side
 from gssm_jax.errors import UserError
 from gssm_jax.experiment1.learners import TRANSFORMER, learner_models, parse_learners, resolved_model
-from gssm_jax.experiment1.sides import SIDE_NAMES, SMALL_ALPHA, get_side
-from gssm_jax.model.families import FAMILIES
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.models.registry import KINDS
+from gssm_jax.gssm.families import FAMILIES
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.learners.registry import KINDS
 
 SIZES = ("cpu", "medium", "paper", "tiny")
 MATCHES = ("entropy", "gzip", "both")
@@ -66,7 +65,7 @@ ARG_DEFAULTS = {"graph": "all", "side": "both", "match": "entropy", "size": "cpu
                 "free_alpha": float("nan")}
 ARG_CHOICES = {"graph": ("all", *FAMILIES), "side": ("both", *SIDE_NAMES), "match": MATCHES, "size": SIZES}
 # Calibration stopping tolerance |difficulty - target|, in the measure's unit (bits/token for entropy,
-# bytes/token for gzip): about a tenth of the spread the seed saw across graph seeds.
+# bytes/token for gzip): about a tenth of the spread composable-llm saw across graph seeds.
 TOLERANCE = {"entropy": 0.01, "gzip": 0.003}
 TINY_TOLERANCE = {"entropy": 0.1, "gzip": 0.05}
 # Evaluations per training run (train.eval_every = ceil(num_steps / EVALS_PER_RUN)).
@@ -87,7 +86,7 @@ class Budget(NamedTuple):
 
     length: tokens per sequence (T) of every graph; 0 keeps each family's seed length (2048 or 4096).
     checkpoint_every: steps between checkpoints (a run shorter than a minute needs only its last one).
-    calibration_batch: sequences per seed of the calibration (the seed measured gzip on 1024 x T).
+    calibration_batch: sequences per seed of the calibration (composable-llm measured gzip on 1024 x T).
     """
 
     seeds: int
@@ -142,9 +141,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_sequences = budget.eval_sequences
 
     config.experiment1 = ml_collections.ConfigDict()
-    # Graph families compared (names in gssm_jax.model.families.FAMILIES).
+    # Graph families compared (names in gssm_jax.gssm.families.FAMILIES).
     config.experiment1.graphs = graphs
-    # Sides of the pair (gssm_jax.experiment1.sides): small_alpha_x (alpha_X = small, alpha_Z calibrated)
+    # Sides of the pair (gssm_jax.difficulty.sides): small_alpha_x (alpha_X = small, alpha_Z calibrated)
     # and/or small_alpha_z.
     config.experiment1.sides = sides
     # Graph seeds per cell: seed k draws the kernels from keys.kernel_key(k) (also used by calibration), and
@@ -154,10 +153,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the width whose parameter count is nearest the transformer of that size (gssm_jax.experiment1.learners,
     # per graph vocabulary). Every other model field, the optimizer and the token budget are shared.
     config.experiment1.models = learner_models(MODELS[size], learners)
-    # Tokens per sequence for each graph (training, evaluation and calibration): the seed's T at paper size.
+    # Tokens per sequence for each graph (training, evaluation and calibration): composable-llm's T at paper size.
     config.experiment1.lengths = {name: budget.length or FAMILIES[name].length for name in FAMILIES}
 
-    # The report (gssm_jax.analysis.report; the notebook reads the same fields). Losses in nats/token.
+    # The report (gssm_jax.experiment1.report; the notebook reads the same fields). Losses in nats/token.
     config.report = ml_collections.ConfigDict()
     # Level of each two-sided paired comparison of the sides, applied after Holm's correction across graphs.
     config.report.significance_level = 0.05
@@ -177,7 +176,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The calibration of every graph (the schema gssm-calibrate reads too). Its graphs and seeds are the sweep's
     # (references: overriding config.experiment1.graphs or .seeds changes them too); the measured batch is
-    # (batch_size, the graph's experiment1.lengths entry) per seed (the seed measured gzip on (1024, T)).
+    # (batch_size, the graph's experiment1.lengths entry) per seed (composable-llm measured gzip on (1024, T)).
     # match=both calibrates both measures (sharing the sampled batches) and trains each pair in its own
     # runs/<measure>/ folder; a run whose alphas are the same under both measures is trained once.
     tiny = size == "tiny"

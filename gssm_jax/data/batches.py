@@ -19,13 +19,12 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from gssm_jax import keys
+from gssm_jax import keys, parallel
 from gssm_jax.data.load import ShardedSplit
 from gssm_jax.errors import UserError
-from gssm_jax.model.graph import GraphSpec
+from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.sampling.tables import SamplingTables
-from gssm_jax.training import mesh
 
 
 class Batches(Protocol):
@@ -52,7 +51,7 @@ class OnTheFlyBatches:
     def batch(self, step: int) -> jax.Array:
         """Tokens (batch_size, length) of step `step`, rows split over the mesh's "data" axis."""
         return sample_tokens(keys.stream_key(self.data_key, step), self.graph, self.tables, self.batch_size,
-                             self.length, sharding=mesh.batch_sharded(self.mesh))
+                             self.length, sharding=parallel.batch_sharded(self.mesh))
 
 
 @functools.lru_cache(maxsize=4)

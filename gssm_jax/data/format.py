@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from gssm_jax.errors import UserError, shortened
+from gssm_jax.gssm.graph import GraphSpec, token_dtype
+from gssm_jax.gssm.kernels import Kernels
 from gssm_jax.keys import SPLIT_IDS, shard_key
-from gssm_jax.model.graph import GraphSpec, token_dtype
-from gssm_jax.model.kernels import Kernels
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gssm_jax import files, keys
+from gssm_jax import files, keys, parallel
 from gssm_jax.data.format import (
     FORMAT_VERSION,
     KERNELS_FILE,
@@ -36,11 +36,10 @@ from gssm_jax.data.format import (
     token_dtype,
 )
 from gssm_jax.data.load import Dataset, load_dataset
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import sample_kernels
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import sample_kernels
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import mesh
 
 
 class GenerationProgress(NamedTuple):
@@ -157,7 +156,7 @@ def _local_batch_sharding(rows: int) -> jax.sharding.Sharding | None:
     devices = jax.local_devices()
     if len(devices) == 1 or rows % len(devices):
         return None
-    return mesh.batch_sharded(mesh.data_parallel_mesh(devices))
+    return parallel.batch_sharded(parallel.data_parallel_mesh(devices))
 
 
 def _verified_progress(directory: pathlib.Path, parameters: dict) -> dict[str, dict]:

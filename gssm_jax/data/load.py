@@ -25,8 +25,8 @@ from gssm_jax.data.format import (
     load_kernels,
     read_json,
 )
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import Kernels
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import Kernels
 
 
 class ShardedSplit:

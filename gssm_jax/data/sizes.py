@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gssm_jax.errors import UserError
 
-# The seed's n_data grid (sequences in the training set), in half-decades; `cpu` stays laptop-sized,
+# Composable-llm's n_data grid (sequences in the training set), in half-decades; `cpu` stays laptop-sized,
 # `tiny` is a smoke run.
 DATA_SIZE_GRIDS = {
     "paper": (30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000),

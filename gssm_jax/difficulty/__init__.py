@@ -1,11 +1,11 @@
 """Difficulty of a graph setting and the calibration of (alpha_X, alpha_Z) pairs of equal difficulty.
 
 `measures` (compression measures of one batch), `measurer` (a setting over graph seeds, common random
-numbers), `search` (the root finder), `pipeline` (both sides of the pair). The everyday names are
+numbers), `search` (the root finder), `sides` (the two sides of the Experiment 1 pair, defined once),
+`pipeline` (both sides of the pair calibrated to one difficulty). The everyday names are
 re-exported here.
 """
 
-from gssm_jax.analysis.statistics import mean_and_stderr
 from gssm_jax.difficulty.measurer import (
     ALPHA_NAMES,
     Difficulty,
@@ -35,4 +35,4 @@ __all__ = ["ALPHA_NAMES", "COMPRESSORS", "MEASURES", "NATS_PER_BIT", "Calibrated
            "Evaluation", "Measurer", "UnreachableTargetError", "calibrate", "calibrate_pair", "check_measure",
            "compressed_bits_per_token", "compression_measures", "compression_performance",
            "curve", "difficulty", "entropy_bits_per_token", "find_alpha", "graph_at", "gzip_bytes_per_token",
-           "mean_and_stderr", "packed_bytes", "parallel_map", "sample_seed_batch", "with_alphas"]
+           "packed_bytes", "parallel_map", "sample_seed_batch", "with_alphas"]

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gssm_jax import keys
-from gssm_jax.analysis.statistics import mean_and_stderr
+from gssm_jax import inference, keys
 from gssm_jax.difficulty.measures import (
     NATS_PER_BIT,
     check_measure,
@@ -25,10 +24,10 @@ from gssm_jax.difficulty.measures import (
     parallel_map,
 )
 from gssm_jax.errors import UserError
-from gssm_jax.inference import api as inference
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import sample_kernels, sample_node_kernel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import sample_kernels, sample_node_kernel
 from gssm_jax.sampling import sampler
+from gssm_jax.statistics import mean_and_stderr
 
 ALPHA_NAMES = ("alpha_X", "alpha_Z")
 
@@ -114,7 +113,7 @@ class Measurer:
     run in parallel threads.
 
     Args:
-      graph_or_family: a `gssm_jax.model.families.GraphFamily` or a graph config dict.
+      graph_or_family: a `gssm_jax.gssm.families.GraphFamily` or a graph config dict.
       seeds: graph seeds; seed s draws kernels from `keys.kernel_key(s)` and data from
         `keys.calibration_data_key(s)`.
       batch_size: sequences per seed.
@@ -206,9 +205,9 @@ def difficulty(graph_or_family: Any, alphas: Mapping[str, float], *, measure: st
     """Mean difficulty of a setting over graph seeds, with its standard error.
 
     Args:
-      graph_or_family: a `gssm_jax.model.families.GraphFamily` or a graph config dict.
+      graph_or_family: a `gssm_jax.gssm.families.GraphFamily` or a graph config dict.
       alphas: `{"alpha_X": float, "alpha_Z": float}` (for a config dict, either may be omitted).
-      measure: one of `MEASURES` ("entropy" in bits/token, "gzip" in the seed's bytes/token, ...).
+      measure: one of `MEASURES` ("entropy" in bits/token, "gzip" in composable-llm's bytes/token, ...).
       seeds: graph seeds; seed s draws kernels from `keys.kernel_key(s)` and data from
         `keys.calibration_data_key(s)`.
       batch_size: sequences per seed.
@@ -221,10 +220,10 @@ PERFORMANCE_MEASURES = ("entropy", "zlib", "bz2", "lzma", "gzip")
 
 
 def compression_performance(measurer: Measurer, alphas: Mapping[str, float]) -> dict[str, Difficulty]:
-    """How close each compressor gets to the entropy rate at one setting (the seed's TODO).
+    """How close each compressor gets to the entropy rate at one setting (composable-llm's TODO).
 
     Returns:
-      `{"entropy", "zlib", "bz2", "lzma": Difficulty in bits/token, "gzip": Difficulty in the seed's
+      `{"entropy", "zlib", "bz2", "lzma": Difficulty in bits/token, "gzip": Difficulty in composable-llm's
       bytes/token}`, all measured on the same batches (one per seed). Divide by log2(V) for fractions
       of an incompressible stream.
     """

@@ -1,7 +1,7 @@
-"""Difficulty measures of one token batch `tokens (batch, length)` (DESIGN.md §3).
+"""Difficulty measures of one token batch `tokens (batch, length)`.
 
-* `gzip_bytes_per_token`: the seed's "difficulty", zlib-9 bytes per token of the int64 stream
-  (kept bit-compatible with the seed's table; not an entropy, not a ratio);
+* `gzip_bytes_per_token`: composable-llm's "difficulty", zlib-9 bytes per token of the int64 stream
+  (kept bit-compatible with composable-llm's table; not an entropy, not a ratio);
 * `compressed_bits_per_token(tokens, compressor, vocab_size)`: zlib-9, bz2-9 or lzma (preset 9)
   on the *packed* stream (one uint8 per token when the vocabulary fits, else uint16/uint32), in
   bits per token; divided by log2(V) it is the fraction of an incompressible stream;
@@ -41,7 +41,7 @@ MEASURES: dict[str, str] = {
 
 
 def gzip_bytes_per_token(tokens) -> float:
-    """The seed's "difficulty": zlib level-9 bytes per token of the int64 little-endian stream.
+    """Composable-llm's "difficulty": zlib level-9 bytes per token of the int64 little-endian stream.
 
     `len(zlib.compress(tokens.astype('<i8').tobytes(), 9)) / tokens.size`. Not a ratio and not an
     entropy: it measures how hard the structure is for DEFLATE to find. The seed used one

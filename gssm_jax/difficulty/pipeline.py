@@ -18,8 +18,8 @@ from typing import Any
 from gssm_jax.difficulty.measurer import ALPHA_NAMES, Measurer
 from gssm_jax.difficulty.measures import MEASURES, check_measure
 from gssm_jax.difficulty.search import DEFAULT_BOUNDS, Calibration, Evaluation, find_alpha
+from gssm_jax.difficulty.sides import SIDES, SMALL_ALPHA
 from gssm_jax.errors import UserError
-from gssm_jax.experiment1.sides import SIDES, SMALL_ALPHA
 
 
 def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, target: float, measure: str,
@@ -33,7 +33,7 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
       fixed: the other alpha, e.g. `{"alpha_X": 1e-3}`.
       free: "alpha_Z" or "alpha_X".
       target: difficulty to match, in the measure's unit.
-      measure: one of `MEASURES` ("entropy": bits/token, "gzip": the seed's bytes/token, ...).
+      measure: one of `MEASURES` ("entropy": bits/token, "gzip": composable-llm's bytes/token, ...).
       tolerance: stopping tolerance on |mean - target|, in the measure's unit.
       bounds, grid_points, known, log: see `find_alpha` (`known` alphas are values of the free alpha).
     """

@@ -1,9 +1,13 @@
 """Experiment 1: calibrated pairs of each graph family, one training run per cell, the finite-data sweep.
 
-`sides` (the two sides of the pair, defined once), `calibration` (the one calibration pipeline, shared
-with `gssm-calibrate`), `plan` (cells, run directories, training configs), `launchers` (local and
-Slurm), `sweep` (calibrate, then train every unfinished cell), `data_sweep` (excess loss against the
-training-set size). The everyday names are re-exported here.
+The sweep: `calibration` (the config-driven, cached calibration shared with `gssm-calibrate`, and its
+report `calibration_report`), `learners` (model entries, widths matched in parameters), `plan` (cells,
+run directories, training configs), `launchers` (local and Slurm), `sweep` (calibrate, then train every
+unfinished cell), `data_sweep` (excess loss against the training-set size).
+Baselines: `ngram` (the add-constant n-gram model) and `floors` (its floor per seed folder).
+The report, read from the run directories: `runs` (the finished runs), `curves` (one curve's summaries),
+`comparisons` (the sides paired by seed), `report_tables` and `plots`, `report` (report.md).
+The everyday names are re-exported here.
 """
 
 from gssm_jax.experiment1.calibration import calibrate_graph
@@ -17,9 +21,8 @@ from gssm_jax.experiment1.launchers import (
            slurm_parameters,
 )
 from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
-from gssm_jax.experiment1.sides import SIDES, SMALL_ALPHA, Side, get_side
 from gssm_jax.experiment1.sweep import run_experiment
 
-__all__ = ["SIDES", "SMALL_ALPHA", "Cell", "RequeueingTask", "Side", "SlurmOptions", "SweepError", "Task",
-           "calibrate_graph", "check_run_dir", "get_side", "is_finished", "make_executor", "plan", "run_config",
+__all__ = ["Cell", "RequeueingTask", "SlurmOptions", "SweepError", "Task", "calibrate_graph", "check_run_dir",
+           "is_finished", "make_executor", "plan", "run_config",
            "run_experiment", "run_local", "run_slurm", "slurm_parameters"]

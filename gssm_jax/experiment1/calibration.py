@@ -19,10 +19,10 @@ from typing import Any
 import ml_collections
 
 from gssm_jax import files
+from gssm_jax.difficulty.sides import SIDES
 from gssm_jax.errors import UserError, check_names
-from gssm_jax.experiment1.sides import SIDES
-from gssm_jax.model.families import get_family
-from gssm_jax.model.graph import GraphSpec
+from gssm_jax.gssm.families import get_family
+from gssm_jax.gssm.graph import GraphSpec
 
 Log = Callable[[str], None]
 # Bracketing steps after the grid, per side, in the calibrations recorded in benchmarks/RESULTS.md (19-26
@@ -177,7 +177,7 @@ def _log_estimate(settings: dict[str, Any], measurer: Any, log: Log) -> None:
 def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = print) -> dict:
     """`gssm-calibrate`: calibrates every graph of `config.calibration` on every measure, writes the report.
 
-    Writes calibration.json, calibration.md and calibration.png (`gssm_jax.analysis.calibration_report`) to
+    Writes calibration.json, calibration.md and calibration.png (`gssm_jax.experiment1.calibration_report`) to
     `workdir`, and caches every record like the sweep does.
 
     Returns:
@@ -186,7 +186,7 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
       "compression_performance": {row: {"alphas", "model_bits_per_token", measure: {"mean", "stderr", "unit"}}}}}}`.
     """
     from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when called)
-    from gssm_jax.analysis import calibration_report  # noqa: PLC0415 (matplotlib)
+    from gssm_jax.experiment1 import calibration_report  # noqa: PLC0415 (matplotlib)
 
     check_calibration(config)
     calibration = config.calibration

@@ -13,11 +13,9 @@ from collections.abc import Callable
 
 import ml_collections
 
-from gssm_jax import data, files
+from gssm_jax import data, files, parallel
 from gssm_jax.errors import UserError
-from gssm_jax.training import checks
-from gssm_jax.training import loop as train
-from gssm_jax.training import mesh as parallel
+from gssm_jax.training import checks, loop
 
 RESULT_KEYS = ("eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
                "eval/excess_loss_standard_error")
@@ -70,7 +68,7 @@ def run_data_sweep(config: ml_collections.ConfigDict, workdir: str, log: Callabl
     rows = []
     for index, num_sequences in enumerate(sizes):
         log(f"[{index + 1}/{len(sizes)}] training on {num_sequences:,} sequences")
-        result = train.train_and_evaluate(run_config(config, dataset_path, num_sequences),
+        result = loop.train_and_evaluate(run_config(config, dataset_path, num_sequences),
                                           os.path.join(workdir, "runs", f"n{num_sequences}"))
         epochs = config.train.num_steps * config.data.batch_size / num_sequences
         rows.append({"num_sequences": num_sequences, "epochs": epochs, **{key: result[key] for key in RESULT_KEYS}})

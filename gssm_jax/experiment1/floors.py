@@ -1,6 +1,6 @@
 """The n-gram floor of each (measure, graph, side, seed): what local statistics alone reach on the runs' data.
 
-The floor (`gssm_jax.models.ngram.ngram_floor`) is counted on the first tokens of the same training stream the
+The floor (`gssm_jax.experiment1.ngram.ngram_floor`) is counted on the first tokens of the same training stream the
 learners see (as many as one run's token budget) and scored on the same held-out sequences, so its excess
 loss (floor loss minus the held-out entropy rate, which the report reads from the runs) sits next to the
 learners'. It depends on the data only, not on the learner, so it is computed once per seed folder and
@@ -36,10 +36,10 @@ def ngram_floor(run: ml_collections.ConfigDict, seed_dir: str) -> dict:
     if os.path.exists(path):
         with open(path) as file:
             return json.load(file)
-    from gssm_jax.model.graph import GraphSpec  # noqa: PLC0415 (JAX work only when not cached)
-    from gssm_jax.models import ngram  # noqa: PLC0415
+    from gssm_jax import parallel  # noqa: PLC0415
+    from gssm_jax.experiment1 import ngram  # noqa: PLC0415
+    from gssm_jax.gssm.graph import GraphSpec  # noqa: PLC0415 (JAX work only when not cached)
     from gssm_jax.training import loop  # noqa: PLC0415
-    from gssm_jax.training import mesh as parallel  # noqa: PLC0415
 
     graph = GraphSpec.from_config(run.graph)
     _, stream, heldout, _ = loop.training_source(run, graph, parallel.data_parallel_mesh())

@@ -5,7 +5,7 @@
 to (the report compares learners within a size), and a `width` of None means "the width whose parameter
 count is nearest the transformer of width `transformer_width` (same depth and heads)". The match depends on
 the vocabulary (embedding and read-out), so it is resolved per graph, when a run's config is made
-(`resolved_model`), with `gssm_jax.models.registry.match_width` (within its `PARAMETER_TOLERANCE`).
+(`resolved_model`), with `gssm_jax.learners.registry.match_width` (within its `PARAMETER_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def learner_models(shapes: Mapping[str, Mapping[str, int]], kinds: Sequence[str]
 
 @functools.cache
 def _matched_width(kind: str, vocab_size: int, fields: tuple[tuple[str, Any], ...], transformer_width: int) -> int:
-    from gssm_jax.models import registry  # noqa: PLC0415 (flax only when a width is matched)
+    from gssm_jax.learners import registry  # noqa: PLC0415 (flax only when a width is matched)
 
     shape = dict(fields)
     target = registry.parameter_count(TRANSFORMER, vocab_size, {**shape, "width": transformer_width})
@@ -75,7 +75,7 @@ def resolved_model(entry: Mapping[str, Any], model_fields: Mapping[str, Any], vo
 def parameter_table(shapes: Mapping[str, Mapping[str, int]], kinds: Sequence[str], model_fields: Mapping[str, Any],
                     vocab_sizes: Sequence[int]) -> list[dict[str, Any]]:
     """Rows `{"size", "kind", "vocab_size", "width", "parameters"}` of every learner at every size (README table)."""
-    from gssm_jax.models import registry  # noqa: PLC0415
+    from gssm_jax.learners import registry  # noqa: PLC0415
 
     rows = []
     for entry in learner_models(shapes, kinds).values():

@@ -18,9 +18,9 @@ import ml_collections
 
 from gssm_jax.errors import UserError
 from gssm_jax.experiment1.learners import resolved_model
-from gssm_jax.model.families import get_family
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.training import run_files as metrics
+from gssm_jax.gssm.families import get_family
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.training import run_directory
 
 
 class SweepError(UserError):
@@ -58,7 +58,7 @@ def plan(config: ml_collections.ConfigDict) -> list[Cell]:
 
 def is_finished(run_dir: str) -> bool:
     """A run is finished when its `result.json` exists (training writes it atomically at the end)."""
-    return os.path.exists(os.path.join(run_dir, metrics.RESULT_FILE))
+    return os.path.exists(os.path.join(run_dir, run_directory.RESULT_FILE))
 
 
 def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float],
@@ -95,7 +95,7 @@ def _signature(config: dict) -> dict:
 
 def check_run_dir(run: ml_collections.ConfigDict) -> None:
     """Raises SweepError when `run.workdir` already holds a run trained with different settings."""
-    path = os.path.join(run.workdir, metrics.CONFIG_FILE)
+    path = os.path.join(run.workdir, run_directory.CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as file:

@@ -2,7 +2,7 @@
 
 A *cell* is (matching measure, graph family, side, graph seed, model entry); its run directory is
 `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/` (the run directory format of
-`gssm_jax.training.run_files`). The free alpha of each side comes from
+`gssm_jax.training.run_directory`). The free alpha of each side comes from
 `gssm_jax.experiment1.calibration.calibrate_graph` (the pipeline `gssm-calibrate` runs too), cached in
 `WORKDIR/calibration/<graph>.<measure>.json`; with two measures (`match=both`) one task per graph measures
 both on the same sampled batches. A run whose alphas are the same under two measures (the small_alpha_x side
@@ -25,22 +25,22 @@ from typing import Any
 
 import ml_collections
 
+from gssm_jax.difficulty.sides import get_side
 from gssm_jax.errors import check_names
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor
 from gssm_jax.experiment1.launchers import Log, SlurmOptions, Task, run_local, run_slurm
 from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
-from gssm_jax.experiment1.sides import get_side
-from gssm_jax.model.families import get_family
+from gssm_jax.gssm.families import get_family
 
 
 def train_run(run: ml_collections.ConfigDict) -> dict:
     """Trains (or resumes) one run in `run.workdir`; returns its result.json content."""
-    from gssm_jax.training import loop as train  # noqa: PLC0415 (keeps planning and reporting free of the training stack)
+    from gssm_jax.training import loop  # noqa: PLC0415 (keeps planning and reporting free of the training stack)
 
     try:
-        return train.train_and_evaluate(run, run.workdir)
-    except train.Preempted as preempted:  # SystemExit is not an Exception: it stops a local sweep too
+        return loop.train_and_evaluate(run, run.workdir)
+    except loop.Preempted as preempted:  # SystemExit is not an Exception: it stops a local sweep too
         raise SystemExit(f"{run.workdir}: {preempted}") from None
 
 
@@ -99,8 +99,8 @@ def check_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
     Raises:
       UserError: naming the field and the fix.
     """
+    from gssm_jax import parallel  # noqa: PLC0415
     from gssm_jax.training import checks  # noqa: PLC0415 (the training stack only when training)
-    from gssm_jax.training import mesh as parallel  # noqa: PLC0415
 
     sweep = config.experiment1
     for field, names, get in (("graphs", sweep.graphs, get_family), ("sides", sweep.sides, get_side)):

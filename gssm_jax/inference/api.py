@@ -1,10 +1,10 @@
-"""The exact Bayes-optimal loss of a GSSM: a factorised forward algorithm (DESIGN.md §2-3).
+"""The exact Bayes-optimal loss of a GSSM: a factorised forward algorithm.
 
 The latent state is the joint value of all hidden nodes; the predictor knows the kernels and
 conditions on every past token. Before step 0 every previous value is 0, so the belief starts as a
 point mass at all-zero hidden values and X[-1] = 0. Each step applies the transition one hidden
 node at a time, multiplies by the emission and normalises (the steps are spelled out in
-`gssm_jax.factorised_forward`).
+`gssm_jax.inference.factorised`).
 
 The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
 about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
@@ -41,11 +41,10 @@ import numpy as np
 from jax import lax
 
 from gssm_jax.errors import UserError
-from gssm_jax.inference import chains as chain_forward
-from gssm_jax.inference import factorised as factorised_forward
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import Kernels, conditional_table, sample_node_kernel
+from gssm_jax.inference import chains, factorised
 from gssm_jax.inference.factorised import pairwise_sum
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import Kernels, conditional_table, sample_node_kernel
 
 # A chunk of sequences whose beliefs fit in about this many bytes is advanced together through
 # time; larger chunks leave the cache, smaller ones pay the loop overhead more often.
@@ -60,7 +59,7 @@ DEFAULT_NUM_DRAWS = 64
 # exceeds the standard error, up to this many.
 MAX_NUM_DRAWS = 4096
 # Independent hidden chains with at most this many (padded) joint values take the sequences-minor
-# pass (chain_forward.forward_minor), larger ones the Kronecker-block pass.
+# pass (chains.forward_minor), larger ones the Kronecker-block pass.
 MINOR_MAX_STATES = 4096
 # Larger ones take it too, in chunks of exactly this many sequences, when a device (or per-core piece)
 # has that many; otherwise the block pass. Measured on 8x4/V64 (2-core CPU, one device): chunks of 8,
@@ -111,7 +110,7 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: 
 
     Args:
       graph: the graph (static); must have no `context` nodes (see `context_log_likelihood`).
-      kernels: the true kernels (`gssm_jax.kernels.sample_kernels`, or numpy tables
+      kernels: the true kernels (`gssm_jax.gssm.kernels.sample_kernels`, or numpy tables
         `(*input_sizes, states)`); computed in their float dtype (float32 unless x64 is enabled).
       tokens: integer `(batch, length)` (uint8, int32 or int64) in [0, V), V = X's states; values outside
         raise a ValueError (checked outside `jit` only: traced tokens cannot be inspected).
@@ -262,11 +261,11 @@ def _pass(graph: GraphSpec, per_sequence: frozenset[str], implementation: str = 
 
     `per_device`: sequences each device (or per-core piece) advances.
     """
-    if per_sequence or not chain_forward.independent_chains(graph):
+    if per_sequence or not chains.independent_chains(graph):
         return "general"
     if implementation == "batched":
         return "batched_blocks"
-    if chain_forward.padded_states(graph) <= MINOR_MAX_STATES or per_device >= LARGE_MINOR_CHUNK:
+    if chains.padded_states(graph) <= MINOR_MAX_STATES or per_device >= LARGE_MINOR_CHUNK:
         return "minor"
     return "blocks"
 
@@ -274,10 +273,10 @@ def _pass(graph: GraphSpec, per_sequence: frozenset[str], implementation: str = 
 def _chunk_size(graph: GraphSpec, kind: str, per_device: int, itemsize: int, implementation: str) -> int:
     if kind == "blocks":
         return per_device  # forward_blocks advances one sequence at a time itself
-    if kind == "minor" and chain_forward.padded_states(graph) > MINOR_MAX_STATES:
+    if kind == "minor" and chains.padded_states(graph) > MINOR_MAX_STATES:
         return LARGE_MINOR_CHUNK
     budget = BATCHED_CHUNK_BYTES if implementation == "batched" else CHUNK_BYTES
-    states = chain_forward.padded_states(graph) if kind == "minor" else graph.num_latent_states
+    states = chains.padded_states(graph) if kind == "minor" else graph.num_latent_states
     return max(1, min(per_device, budget // (states * itemsize)))
 
 
@@ -285,12 +284,12 @@ def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
                    per_sequence: frozenset[str], kind: str) -> jax.Array:
     """Token losses `(chunk, length)` of one chunk of sequences by pass `kind` (`_pass`), in nats per token."""
     if kind == "minor":
-        return chain_forward.forward_minor(graph, tables, tokens)
+        return chains.forward_minor(graph, tables, tokens)
     if kind == "blocks":
-        return chain_forward.forward_blocks(graph, tables, tokens)
+        return chains.forward_blocks(graph, tables, tokens)
     if kind == "batched_blocks":
-        return chain_forward.forward_blocks_batched(graph, tables, tokens)
-    return factorised_forward.forward_chunk(graph, tables, tokens, per_sequence)
+        return chains.forward_blocks_batched(graph, tables, tokens)
+    return factorised.forward_chunk(graph, tables, tokens, per_sequence)
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "per_sequence", "implementation"))

@@ -3,7 +3,7 @@
 A graph has independent chains when every hidden node reads only its own previous value and the
 previous token X[t-1] (`independent_chains`). For a known X[t-1] the transition is then a Kronecker
 product of per-node `(previous, next)` matrices, with no shared axes between nodes, which allows two
-layouts faster than the general pass of `gssm_jax.factorised_forward`:
+layouts faster than the general pass of `gssm_jax.inference.factorised`:
 
 * `forward_minor`, for small state spaces: sequences on the minor axis of the belief, one hidden
   node advanced per iteration of an inner loop. On a CPU a step of the 4x4 graph is a handful of
@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.inference.factorised import arrange, previous_tokens
-from gssm_jax.model.graph import GraphSpec
 
 # Independent hidden chains are advanced in blocks of nodes with at most this many joint values.
 BLOCK_STATES = 16

@@ -1,8 +1,8 @@
-"""The factorised forward pass for any graph: one hidden node at a time (DESIGN.md §2-3).
+"""The factorised forward pass for any graph: one hidden node at a time.
 
 This is the general path of `gssm_jax.inference`: it handles same-step hidden -> hidden edges (a
 DAG), per-sequence tables (the Monte Carlo draws of `context` nodes) and any state counts. Graphs
-of independent hidden chains take the faster paths of `gssm_jax.chain_forward`.
+of independent hidden chains take the faster paths of `gssm_jax.inference.chains`.
 
 One step t on a chunk of sequences:
 
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gssm_jax.model.graph import GraphSpec
+from gssm_jax.gssm.graph import GraphSpec
 
 
 def arrange(values: jax.Array, value_axes: tuple[str, ...], layout: tuple[str, ...]) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Sampling token sequences: the JAX sampler and the numpy reference with the seed's draw order.
+"""Sampling token sequences: the JAX sampler and the numpy reference with composable-llm's draw order.
 
 `sampler` (batches on device, sharded), `tables` (integer inverse-CDF thresholds), `threefry` (the
 random words), `reference` (plain numpy, the test oracle). The everyday names are re-exported here.

@@ -1,6 +1,6 @@
 """The JAX sampler: token batches of a GSSM, jit-compiled, batch-parallel, sharded on device.
 
-Semantics are DESIGN.md §2: before the first step every previous value is 0; at step t each hidden
+Semantics are before the first step every previous value is 0; at step t each hidden
 node is drawn (in `graph.hidden_order`, so same-step hidden parents are already drawn) from its own
 previous value, its hidden parents at t and, for a parent X, the previous token X[t-1]; then X[t]
 is drawn from its parents at t. The emitted tokens are X[0..T-1].
@@ -13,10 +13,10 @@ bit-identical however its rows are split across devices, and the first rows and 
 batch equal a smaller batch.
 
 The inverse-CDF draws are `gssm_jax.sampling.tables`; the random words are threefry-2x32
-(`gssm_jax.sampling.threefry`) keyed by `keys.sampler_bits_key(key)`.
+(`gssm_jax.threefry`) keyed by `keys.sampler_bits_key(key)`.
 
 `context` nodes get a fresh kernel for every sequence b, drawn with
-`kernels.sample_node_kernel(keys.context_sequence_key(keys.context_node_key(key, node_index), b))`. (The seed's code
+`kernels.sample_node_kernel(keys.context_sequence_key(keys.context_node_key(key, node_index), b))`. (Composable-llm
 redrew them per batch or per step; here they are fixed within a sequence, so a model must infer
 them in context.)
 
@@ -44,10 +44,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gssm_jax import keys
 from gssm_jax.errors import UserError
-from gssm_jax.model.graph import GraphSpec, token_dtype
-from gssm_jax.model.kernels import Kernels, check_rows
+from gssm_jax.gssm.graph import GraphSpec, token_dtype
+from gssm_jax.gssm.kernels import Kernels, check_rows
 from gssm_jax.sampling.tables import LARGEST_WORD, SamplingTables, draw_from_thresholds, node_thresholds
-from gssm_jax.sampling.threefry import threefry_2x32
+from gssm_jax.threefry import threefry_2x32
 
 
 def _strides(sizes: tuple[int, ...]) -> tuple[int, ...]:

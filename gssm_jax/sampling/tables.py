@@ -19,8 +19,8 @@ import numpy as np
 from jax import lax
 
 from gssm_jax import keys
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import Kernels, check_rows, conditional_table, sample_node_kernel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import Kernels, check_rows, conditional_table, sample_node_kernel
 
 SATURATED = np.uint32(2**32 - 1)  # a threshold no (clamped) random word reaches: probability mass 0 above it
 LARGEST_WORD = np.uint32(2**32 - 2)  # random words are clamped here so SATURATED is never <= a word

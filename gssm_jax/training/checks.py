@@ -15,10 +15,9 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from gssm_jax import data as datasets
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.models import transformer
-from gssm_jax.training import mesh as parallel
+from gssm_jax import data, parallel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.learners import transformer
 from gssm_jax.training.step import ConfigError, model_config
 
 SOURCES = ("onfly", "file")
@@ -32,7 +31,7 @@ class CheckedConfig(NamedTuple):
 
     graph: GraphSpec
     shape: Any
-    dataset: datasets.Dataset | None
+    dataset: data.Dataset | None
 
 
 def check_workdir(workdir: str) -> None:
@@ -82,8 +81,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str | None, mesh: j
         if not config.data.path:
             raise ConfigError("config.data.source='file' needs config.data.path=DIR, a dataset written by "
                               "gssm-generate-data")
-        dataset = datasets.load_dataset(config.data.path, verify=config.data.verify)
-        datasets.check_compatible(dataset, config.graph, config.data.length, seed=config.seed)
+        dataset = data.load_dataset(config.data.path, verify=config.data.verify)
+        data.check_compatible(dataset, config.graph, config.data.length, seed=config.seed)
         if config.eval.num_sequences > len(dataset.test):
             raise ConfigError(f"config.eval.num_sequences={config.eval.num_sequences} exceeds the {len(dataset.test)} "
                               f"test sequences of {config.data.path}; lower it or generate a larger test split")

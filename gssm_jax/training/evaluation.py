@@ -21,14 +21,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gssm_jax import files, keys
-from gssm_jax.analysis.statistics import mean_and_stderr
-from gssm_jax.inference import api as inference
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import Kernels
-from gssm_jax.models import transformer
+from gssm_jax import files, inference, keys, parallel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import Kernels
+from gssm_jax.learners import transformer
 from gssm_jax.sampling.sampler import sample_tokens
-from gssm_jax.training import mesh as parallel
+from gssm_jax.statistics import mean_and_stderr
 
 OPTIMAL_CACHE_DIR = "optimal_losses"  # beside the workdir, shared by sibling runs
 

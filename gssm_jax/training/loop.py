@@ -4,7 +4,7 @@ Every step trains on the batch of that step from the config's data source (`gssm
 sampled on the fly from `fold_in(key(config.data.data_seed), s)`, or read from a dataset on disk),
 so the data stream has no state of its own: a run resumed from a checkpoint at step s (after SIGTERM,
 Ctrl-C, SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted run. The run
-directory follows the contract in `gssm_jax.training.run_files`. Before anything is compiled, the config
+directory follows the contract in `gssm_jax.training.run_directory`. Before anything is compiled, the config
 is checked (`gssm_jax.training.checks`) and compared with the one the run was trained with
 (`gssm_jax.training.resume`).
 """
@@ -22,15 +22,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from gssm_jax import data as datasets
-from gssm_jax import files, keys
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.model.kernels import sample_kernels
-from gssm_jax.models import transformer
+from gssm_jax import data, files, keys, parallel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.kernels import sample_kernels
+from gssm_jax.learners import transformer
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import checks, evaluation, memory, resume
-from gssm_jax.training import mesh as parallel
-from gssm_jax.training import run_files as metrics
+from gssm_jax.training import checks, evaluation, memory, resume, run_directory
 from gssm_jax.training.checkpoints import Checkpoints
 from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step
 
@@ -71,7 +68,7 @@ class _StopSignals:
 
 
 def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: jax.sharding.Mesh,
-                    dataset: datasets.Dataset | None = None):
+                    dataset: data.Dataset | None = None):
     """`(kernels, stream with .batch(step), held-out tokens, identity of the held-out set)` of config.data.source.
 
     "onfly": kernels from config.seed, fresh sequences every step, held-out set from config.eval.eval_seed.
@@ -81,14 +78,14 @@ def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: j
     """
     if config.data.source == "onfly":
         kernels = sample_kernels(keys.kernel_key(config.seed), graph)
-        stream = datasets.OnTheFlyBatches(graph, sampling_tables(graph, kernels), config.data.batch_size,
+        stream = data.OnTheFlyBatches(graph, sampling_tables(graph, kernels), config.data.batch_size,
                                           config.data.length, keys.data_key(config.data.data_seed), mesh)
         eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
                                                 config.eval.eval_seed)
         identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
                     "num_sequences": config.eval.num_sequences, "length": config.data.length}
         return kernels, stream, eval_tokens, identity
-    stream = datasets.FileBatches(dataset.train, config.data.batch_size, config.data.data_seed,
+    stream = data.FileBatches(dataset.train, config.data.batch_size, config.data.data_seed,
                                   config.data.num_sequences or len(dataset.train), parallel.batch_sharded(mesh))
     eval_tokens = jnp.asarray(dataset.test.take(np.arange(config.eval.num_sequences)))
     identity = {"dataset_test_sha256": [entry["sha256"] for entry in dataset.meta["shards"]["test"]],
@@ -113,9 +110,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     graph, shape, dataset = checks.check_config(config, workdir, mesh)
     changes = resume.check_resume(config, workdir)
     num_steps, train_config = config.train.num_steps, config.train
-    result_path = os.path.join(workdir, metrics.RESULT_FILE)
+    result_path = os.path.join(workdir, run_directory.RESULT_FILE)
     if os.path.exists(result_path):
-        finished = metrics.read_result(workdir)
+        finished = run_directory.read_result(workdir)
         if num_steps <= finished["final_step"]:
             logging.info("%s exists: the run has finished; raise config.train.num_steps to train on", result_path)
             return finished
@@ -133,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     logging.info("The config:\n%s", config)
-    kernels, data, eval_tokens, identity = training_source(config, graph, mesh, dataset)
+    kernels, stream, eval_tokens, identity = training_source(config, graph, mesh, dataset)
     tokens_per_step = config.data.batch_size * config.data.length
 
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
@@ -147,15 +144,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               f"({type(error).__name__}); pass a new --workdir") from None
         logging.info("Resumed from the checkpoint at step %d", start_step)
     # After the restore: a checkpoint that does not fit leaves the config it was trained with in place.
-    files.write_json(os.path.join(workdir, metrics.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
+    files.write_json(os.path.join(workdir, run_directory.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
     if os.path.exists(result_path):
         os.remove(result_path)  # no longer finished: training on
-    writer = metrics.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
+    writer = run_directory.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
     elapsed_offset = writer.last_record["elapsed_s"] if writer.last_record else 0.0
 
     optimal_losses = evaluation.cached_optimal_losses(workdir, graph, kernels, eval_tokens, identity)
     model_losses = evaluation.make_model_losses(graphdef, mesh, min(config.data.batch_size, config.eval.num_sequences))
-    eval_steps, eval_curves = metrics.load_per_position(workdir, start_step, config.data.length)
+    eval_steps, eval_curves = run_directory.load_per_position(workdir, start_step, config.data.length)
     last_eval = {key: value for key, value in (writer.last_record or {}).items() if key.startswith("eval/")} or None
 
     started = time.perf_counter()
@@ -169,13 +166,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             eval_curves.pop()
         eval_steps.append(step)
         eval_curves.append(per_position)
-        metrics.save_per_position(workdir, eval_steps, eval_curves, optimal_losses.mean(axis=0))
+        run_directory.save_per_position(workdir, eval_steps, eval_curves, optimal_losses.mean(axis=0))
         return summary
 
     def flush(step: int, step_metrics: dict, eval_summary: dict | None) -> None:
         nonlocal last_finite_step, last_eval
         values = {key: float(value) for key, value in jax.device_get(step_metrics).items()}
-        metrics.check_finite(step, values, last_finite_step)
+        run_directory.check_finite(step, values, last_finite_step)
         last_finite_step = step
         if eval_summary is not None:
             last_eval = eval_summary
@@ -188,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   **values, "train/tokens_per_second": tokens_per_second, **(eval_summary or {})}
         writer.write(record)
         excess = last_eval["eval/excess_loss_nats_per_token"] if last_eval else None
-        logging.info("%s", metrics.progress_line(step, num_steps, values["train/loss_nats_per_token"], excess,
+        logging.info("%s", run_directory.progress_line(step, num_steps, values["train/loss_nats_per_token"], excess,
                                                  tokens_per_second, (num_steps - step) * tokens_per_step
                                                  / max(tokens_per_second, 1e-9)))
 
@@ -196,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with _StopSignals() as stop:
             pending = None
             for step in range(start_step, num_steps):
-                state, step_metrics = train_step(state, data.batch(step))
+                state, step_metrics = train_step(state, stream.batch(step))
                 done = step + 1
                 if pending is not None:  # step `done` is dispatched: fetching the previous metrics costs no device time
                     flush(*pending)

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
+from gssm_jax import parallel
 from gssm_jax.errors import UserError
-from gssm_jax.model.graph import token_dtype
-from gssm_jax.training import mesh as parallel
+from gssm_jax.gssm.graph import token_dtype
 
 GIB = 2**30
 

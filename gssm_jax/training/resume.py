@@ -1,7 +1,7 @@
 """Resuming a run: does the new config compute the same thing as the one the run was trained with?
 
 A run directory that holds a checkpoint or a result also holds the config it was trained with
-(`config.json`, `gssm_jax.training.run_files`). Rerunning with a config that differs in a field that
+(`config.json`, `gssm_jax.training.run_directory`). Rerunning with a config that differs in a field that
 changes the computation (the graph, the data, the model, the optimizer, the held-out set, ...) would
 silently mix two experiments in one run, so it is refused with one line listing the fields and the two
 ways out: a new workdir, or `--config.train.allow_changes=FIELD,...` to continue with the new values
@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 
 from gssm_jax.errors import shortened
-from gssm_jax.training import run_files
+from gssm_jax.training import run_directory
 from gssm_jax.training.step import ConfigError
 
 # Dotted config fields (a trailing "." covers a whole section) that change neither the parameters nor the
@@ -80,7 +80,7 @@ def _show(value: Any) -> str:
 def has_started(workdir: str) -> bool:
     """Whether `workdir` holds a checkpoint or a result (anything a changed config could contradict)."""
     checkpoints = os.path.join(workdir, "checkpoints")
-    return os.path.exists(os.path.join(workdir, run_files.RESULT_FILE)) or (
+    return os.path.exists(os.path.join(workdir, run_directory.RESULT_FILE)) or (
         os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)))
 
 
@@ -94,7 +94,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, t
       ConfigError: one line listing the changed fields (saved -> new) and the two ways out.
     """
     allowed = allowed_changes(config)
-    path = os.path.join(workdir, run_files.CONFIG_FILE)
+    path = os.path.join(workdir, run_directory.CONFIG_FILE)
     if not (has_started(workdir) and os.path.exists(path)):
         return {}
     with open(path) as file:

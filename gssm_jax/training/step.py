@@ -2,7 +2,7 @@
 
 The train state is a plain pytree `{"params", "opt_state", "step"}` and `train_step(state, tokens)`
 is a pure function of it, jitted once with replicated parameters, a batch split over the ("data",)
-mesh and the state donated (`gssm_jax.training.mesh`).
+mesh and the state donated (`gssm_jax.parallel`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import ml_collections
 import optax
 from flax import nnx
 
+from gssm_jax import parallel
 from gssm_jax.errors import UserError
-from gssm_jax.model.graph import GraphSpec
-from gssm_jax.models import registry, transformer
-from gssm_jax.training import mesh as parallel
+from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.learners import registry, transformer
 
 SCHEDULES = ("cosine", "constant")
 
@@ -63,7 +63,7 @@ def model_config(config: ml_collections.ConfigDict, graph: GraphSpec):
 def init_state(shape, init_seed: int, optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, dict]:
     """The model's graph definition and a fresh train state `{"params", "opt_state", "step"}` (int32 scalar).
 
-    shape: a config made by `model_config` (any kind of `gssm_jax.models.registry`).
+    shape: a config made by `model_config` (any kind of `gssm_jax.learners.registry`).
     """
     graphdef, params = nnx.split(registry.build(shape, nnx.Rngs(init_seed)), nnx.Param)
     params = nnx.to_pure_dict(params)

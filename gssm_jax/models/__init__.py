@@ -1,7 +1,0 @@
-"""Sequence models trained on GSSM tokens: the transformer, the recurrent learners, and the n-gram floor."""
-
-from gssm_jax.models.registry import KINDS, build_model, matched_widths, model_config
-from gssm_jax.models.transformer import Transformer, TransformerConfig, count_parameters, next_token_inputs
-
-__all__ = ["KINDS", "Transformer", "TransformerConfig", "build_model", "count_parameters", "matched_widths",
-           "model_config", "next_token_inputs"]
