@@ -2,9 +2,16 @@
 
 Commands (after `pip install -e .`, from any directory):
 
-  # The whole experiment on a 2-core CPU (about 15 minutes): calibrate, train 3 graphs x 2 sides x 5 seeds,
-  # write runs/experiment1/report.md. Rerunning skips finished runs and resumes interrupted ones.
+  # The whole experiment on a 2-core CPU (about 15 minutes): calibrate, choose the learning rate, train
+  # 3 graphs x 2 sides x 8 seeds, write runs/experiment1/report.md. Rerunning resumes.
   gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1
+
+  # A smoke run of every stage (under a minute):
+  gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/exp1_tiny
+
+  # The answer on one GPU (H100/H200) in about 8 minutes: every graph, 8 seed pairs, the base transformer,
+  # T=2048, the runs of each graph trained as one program:
+  gssm-experiment1 --config=experiment1:size=gpu --workdir=runs/exp1_gpu
 
   # Longer sequences (T=256) and a larger model, still on a CPU (README: times and what it learns):
   gssm-experiment1 --config=experiment1:size=medium --workdir=runs/exp1_medium
@@ -13,7 +20,7 @@ Commands (after `pip install -e .`, from any directory):
   # both matching measures side by side (the report says whether the answer depends on either):
   gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all
 
-  # Composable-llm's scales on GPUs/TPUs (T=2048/4096, two model sizes, 5 seeds), matched by gzip instead of entropy:
+  # Composable-llm's scales on GPUs/TPUs (T=2048/4096, two model sizes, 8 seeds), matched by gzip instead of entropy:
   gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip
 
   # The same on Slurm, one array job (one GPU node per run); rerun the command to resume:
@@ -32,8 +39,8 @@ The optional argument after `:` is a comma-separated list of `key=value`:
   side        both (default), small_alpha_x or small_alpha_z;
   match       entropy (default: exact entropy rate, bits/token), gzip (composable-llm's bytes/token) or both (each
               pair in its own runs/<measure>/ folder; runs with the same alphas under both are trained once);
-  size        cpu (default), medium (T=256), paper (composable-llm's T), or tiny (2 seeds, a tiny model, 20 steps,
-              coarse calibration: a smoke run); `BUDGETS` and `MODELS` below;
+  size        cpu (default), medium (T=256), gpu (one accelerator, <= 8 min), paper (composable-llm's T), or tiny
+              (2 seeds, a tiny model, 20 steps, coarse calibration: a smoke run); `BUDGETS` and `MODELS` below;
   learners    transformer (default), all, or kinds joined by + (e.g. transformer+mamba), from
               `gssm_jax.learners.registry.KINDS`; each gets the width matching the transformer's parameters;
   free_alpha  the calibrated alpha of the side's other node, for a single training run (float > 0; default:
@@ -59,8 +66,9 @@ from gssm_jax.gssm.families import FAMILIES
 from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.learners.registry import KINDS
 
-SIZES = ("cpu", "medium", "paper", "tiny")
+SIZES = ("tiny", "cpu", "medium", "gpu", "paper")
 MATCHES = ("entropy", "gzip", "both")
+ENSEMBLES = ("auto", "off")
 ARG_DEFAULTS = {"graph": "all", "side": "both", "match": "entropy", "size": "cpu", "learners": TRANSFORMER,
                 "free_alpha": float("nan")}
 ARG_CHOICES = {"graph": ("all", *FAMILIES), "side": ("both", *SIDE_NAMES), "match": MATCHES, "size": SIZES}
@@ -74,17 +82,22 @@ EVALS_PER_RUN = 20
 # The transformer of each model size, per experiment size (name -> width, depth, heads); every other learner
 # gets the width matching its parameter count (gssm_jax.experiment1.learners). The README tabulates them.
 MODELS = {
+    "tiny": {"tiny": {"width": 16, "depth": 1, "heads": 2}},
     "cpu": {"small": {"width": 64, "depth": 2, "heads": 4}},
     "medium": {"medium": {"width": 64, "depth": 3, "heads": 4}},
+    "gpu": {"base": {"width": 128, "depth": 4, "heads": 8}},
     "paper": {"small": {"width": 64, "depth": 2, "heads": 4}, "base": {"width": 128, "depth": 4, "heads": 8}},
-    "tiny": {"tiny": {"width": 16, "depth": 1, "heads": 2}},
 }
 
 
 class Budget(NamedTuple):
     """What one experiment size trains on: seeds, tokens per sequence, the optimizer's schedule, the eval set.
 
-    length: tokens per sequence (T) of every graph; 0 keeps each family's seed length (2048 or 4096).
+    seeds: graph seeds per side (seed pairs); >= 8 where the report's tests can reach p < 0.05 after Holm.
+    length: tokens per sequence (T) of every graph; 0 keeps each family's composable-llm length (2048 or 4096).
+    learning_rates: the grid of peak learning rates tried on `tuning_seeds` seeds of both sides; the one with the
+      lowest mean validation loss trains every seed (a grid of one value skips the tuning runs).
+    tuning_seeds: how many of the seeds (the first ones) the grid is tried on.
     checkpoint_every: steps between checkpoints (a run shorter than a minute needs only its last one).
     calibration_batch: sequences per seed of the calibration (composable-llm measured gzip on 1024 x T).
     """
@@ -93,25 +106,34 @@ class Budget(NamedTuple):
     length: int
     batch_size: int
     num_steps: int
-    learning_rate: float
+    learning_rates: tuple[float, ...]
+    tuning_seeds: int
     warmup_steps: int
     checkpoint_every: int
     eval_sequences: int
+    validation_sequences: int
     calibration_batch: int
 
 
-# Chosen by short trial runs on 2 CPU cores to fit ~15 min (cpu) and ~50 min (medium); measured end to end
-# (README, Experiment 1), neither learns every graph by config.report's criterion: eight_by_four and
-# four_by_four's small-alpha_Z side stay above config.report.max_excess_fraction of the entropy rate.
+# cpu: 2 CPU cores in ~15 min (make run); medium: ~50 min; gpu: one H200 in <= 8 min, sized from the targeted
+# 12 M tokens/s aggregate of the ensemble step (issue 20) rather than a measurement: 500 steps x 64 x 2048 =
+# 6.6e7 tokens per run, 48 runs plus 12 tuning runs; paper: composable-llm's lengths, on GPUs or a cluster.
 BUDGETS = {
-    "cpu": Budget(seeds=5, length=64, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
-                  checkpoint_every=1200, eval_sequences=64, calibration_batch=32),
-    "medium": Budget(seeds=5, length=256, batch_size=8, num_steps=1200, learning_rate=5e-3, warmup_steps=60,
-                     checkpoint_every=600, eval_sequences=64, calibration_batch=16),
-    "paper": Budget(seeds=5, length=0, batch_size=64, num_steps=2000, learning_rate=1e-3, warmup_steps=200,
-                    checkpoint_every=500, eval_sequences=256, calibration_batch=256),
-    "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rate=3e-3, warmup_steps=2,
-                   checkpoint_every=10, eval_sequences=8, calibration_batch=4),
+    "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rates=(3e-3,), tuning_seeds=0,
+                   warmup_steps=2, checkpoint_every=20, eval_sequences=8, validation_sequences=8,
+                   calibration_batch=4),
+    "cpu": Budget(seeds=8, length=64, batch_size=8, num_steps=1200, learning_rates=(2.5e-3, 5e-3, 1e-2),
+                  tuning_seeds=1, warmup_steps=60, checkpoint_every=1200, eval_sequences=64,
+                  validation_sequences=64, calibration_batch=32),
+    "medium": Budget(seeds=8, length=256, batch_size=8, num_steps=1200, learning_rates=(2.5e-3, 5e-3, 1e-2),
+                     tuning_seeds=1, warmup_steps=60, checkpoint_every=600, eval_sequences=64,
+                     validation_sequences=64, calibration_batch=16),
+    "gpu": Budget(seeds=8, length=2048, batch_size=64, num_steps=500, learning_rates=(1e-3, 2e-3, 4e-3),
+                  tuning_seeds=1, warmup_steps=50, checkpoint_every=250, eval_sequences=128,
+                  validation_sequences=64, calibration_batch=256),
+    "paper": Budget(seeds=8, length=0, batch_size=64, num_steps=2000, learning_rates=(5e-4, 1e-3, 2e-3),
+                    tuning_seeds=1, warmup_steps=200, checkpoint_every=500, eval_sequences=256,
+                    validation_sequences=128, calibration_batch=256),
 }
 
 
@@ -127,18 +149,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     budget = BUDGETS[size]
 
     # Training fields (graph, seed, data, model, optimizer, train, eval, ...) from the base config.
-    config = base.get_config(f"size={'paper' if size == 'paper' else 'cpu'}")
+    config = base.get_config(f"size={'paper' if size in ('gpu', 'paper') else 'cpu'}")
     config.data.batch_size = budget.batch_size
     config.train.num_steps = budget.num_steps
     config.train.log_every = max(1, budget.num_steps // 20)
-    # Evaluations per run: EVALS_PER_RUN, so the learning curves have points and the last fifth of training holds
-    # 5 of them for the convergence slope (a reference: overriding train.num_steps rescales it). Each eval is a
-    # forward pass over eval.num_sequences; the exact entropy of the held-out set is computed once per run.
+    # Evaluations per run: EVALS_PER_RUN, so the learning curves have points (a reference: overriding
+    # train.num_steps rescales it). Each eval is a forward pass over eval.num_sequences and
+    # eval.validation_sequences; the exact entropy of the held-out set is computed once per run.
     config.train.eval_every = (config.train.get_ref("num_steps") + EVALS_PER_RUN - 1) // EVALS_PER_RUN
     config.train.checkpoint_every = budget.checkpoint_every
-    config.optimizer.learning_rate = budget.learning_rate
+    # Warmup-stable-decay with a cool-down branch ending at half the budget: the excess after a full cool-down
+    # at B/2 and at B says whether doubling the tokens still helps (the report's convergence rule), which a
+    # cosine schedule hides (its last fifth runs at <= 10% of the peak rate).
+    config.optimizer.schedule = "wsd"
+    config.train.cooldowns = (0.5,)
+    # The single run's peak rate; the sweep trains every seed at the rate chosen from experiment1.learning_rates.
+    config.optimizer.learning_rate = budget.learning_rates[len(budget.learning_rates) // 2]
     config.optimizer.warmup_steps = budget.warmup_steps
     config.eval.num_sequences = budget.eval_sequences
+    config.eval.validation_sequences = budget.validation_sequences
 
     config.experiment1 = ml_collections.ConfigDict()
     # Graph families compared (names in gssm_jax.gssm.families.FAMILIES).
@@ -149,6 +178,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Graph seeds per cell: seed k draws the kernels from keys.kernel_key(k) (also used by calibration), and
     # the same k on both sides shares data and initialisation seeds (a paired design).
     config.experiment1.seeds = tuple(range(budget.seeds))
+    # Peak learning rates tried (>= 1 value, each > 0): every (graph, model entry) trains tuning_seeds seeds of
+    # every side at each rate, and the rate with the lowest mean validation loss (config.eval.validation_sequences,
+    # never the held-out set) trains every seed; the tuning run at the chosen rate is the main run of its seed.
+    config.experiment1.learning_rates = budget.learning_rates
+    # How many of the seeds (the first ones) the learning rates are tried on; 0 with a single rate.
+    config.experiment1.tuning_seeds = budget.tuning_seeds
+    # Runs trained as one program (gssm_jax.training.loop.train_ensemble: the runs of a graph and model entry,
+    # every side, seed and learning rate): "auto" (accelerators: as many as fit config.train.memory_budget_gib by
+    # the compiled memory; CPU: one, where XLA's batched matmuls lose to separate runs), "off" (one run each) or
+    # a largest number of runs per program, e.g. "8". Slurm launches one job per program.
+    config.experiment1.ensemble = "auto"
+    # Local processes training at once: "auto" (CPU: one per 2 cores... measured in benchmarks/RESULTS.md;
+    # accelerators: 1, the device is shared by one process) or a number, e.g. "2".
+    config.experiment1.workers = "auto"
     # Learners: entry name (run folder) -> {kind, size, width, depth, heads, transformer_width}; width None is
     # the width whose parameter count is nearest the transformer of that size (gssm_jax.experiment1.learners,
     # per graph vocabulary). Every other model field, the optimizer and the token budget are shared.

@@ -1,14 +1,18 @@
-"""Launchers of the sweep's tasks: one after another in this process, or one submitit array job on Slurm.
+"""Launchers of the sweep's tasks: here (in this process or a few worker processes), or one submitit array job.
 
-`run_local` runs tasks in order; `run_slurm` submits them as one array job (a task requeues itself on
-timeout or preemption and resumes from its checkpoint) and waits for them. Both return
-`{task name: result or the exception it raised}`, so one failed run never loses the others.
+`run_local` runs tasks in order in this process, or `workers` at a time in fresh worker processes (spawned, so
+each starts its own JAX runtime); `run_slurm` submits them as one array job (a task requeues itself on timeout
+or preemption and resumes from its checkpoint) and waits for them. Both return `{task name: result or the
+exception it raised}`, so one failed task never loses the others. A task that trains several runs (an
+ensemble) returns `{run name: result or exception}`, and the progress log gives one line per run.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,25 +35,61 @@ class Task:
         return self.function(*self.args)
 
 
-def _progress(log: Log, index: int, total: int, name: str, start: float, message: str) -> None:
+EXCESS = "eval/excess_loss_nats_per_token"
+
+
+class RunOutcomes(dict):
+    """What a task that trains several runs returns: `{run name: its result or the exception it raised}`."""
+
+
+def describe(outcome: Any) -> str:
+    """One status line: "done", "excess 0.1234 nats/token" for a training result, or the failure."""
+    if isinstance(outcome, Exception):
+        return f"FAILED: {type(outcome).__name__}: {outcome}"
+    if isinstance(outcome, dict) and EXCESS in outcome:
+        return f"excess {outcome[EXCESS]:.4f} nats/token"
+    return "done"
+
+
+def _progress(log: Log, index: int, total: int, name: str, start: float, outcome: Any) -> None:
     elapsed = time.time() - start
     remaining = elapsed / index * (total - index) if index else math.nan
-    log(f"[{index}/{total}] {name}: {message} (elapsed {elapsed:.0f} s, about {remaining:.0f} s left)")
+    for run, result in (outcome if isinstance(outcome, RunOutcomes) else {name: outcome}).items():
+        log(f"[{index}/{total}] {run}: {describe(result)}")
+    log(f"[{index}/{total}] elapsed {elapsed:.0f} s, about {remaining:.0f} s left")
 
 
-def run_local(tasks: Sequence[Task], log: Log = print) -> dict[str, Any]:
-    """Runs `tasks` one after another; returns `{name: result or the exception it raised}`."""
+def _call(task: Task) -> Any:
+    """`task()`, or the exception it raised (one failed run must not lose the others; reported at the end)."""
+    try:
+        return task()
+    except Exception as error:  # noqa: BLE001
+        return error
+
+
+def run_local(tasks: Sequence[Task], log: Log = print, workers: int = 1) -> dict[str, Any]:
+    """Runs `tasks` here, one after another (`workers` 1) or `workers` at a time in spawned worker processes.
+
+    Returns:
+      `{name: result or the exception it raised}`, in the order the tasks finished.
+    """
     outcomes: dict[str, Any] = {}
     start = time.time()
-    for index, task in enumerate(tasks):
-        log(f"[{index + 1}/{len(tasks)}] {task.name}: starting")
-        try:
-            outcomes[task.name] = task()
-            status = "done"
-        except Exception as error:  # noqa: BLE001 (one failed run must not lose the others; reported at the end)
-            outcomes[task.name] = error
-            status = f"FAILED: {type(error).__name__}: {error}"
-        _progress(log, index + 1, len(tasks), task.name, start, status)
+    if workers <= 1 or len(tasks) <= 1:
+        for index, task in enumerate(tasks):
+            outcomes[task.name] = _call(task)
+            _progress(log, index + 1, len(tasks), task.name, start, outcomes[task.name])
+        return outcomes
+    context = multiprocessing.get_context("spawn")  # a forked JAX runtime is unsafe
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        futures = {pool.submit(_call, task): task.name for task in tasks}
+        for index, future in enumerate(concurrent.futures.as_completed(futures)):
+            name = futures[future]
+            try:
+                outcomes[name] = future.result()
+            except Exception as error:  # noqa: BLE001 (a worker that died: its task failed, the others go on)
+                outcomes[name] = error
+            _progress(log, index + 1, len(tasks), name, start, outcomes[name])
     return outcomes
 
 
@@ -129,7 +169,7 @@ def run_slurm(tasks: Sequence[Task], folder: str, options: SlurmOptions, log: Lo
         name = names[id(job)]
         error = job.exception()
         outcomes[name] = job.result() if error is None else error
-        status = "done" if error is None else f"FAILED: {type(error).__name__} (see {job.paths.stderr})"
-        _progress(log, index + 1, len(jobs), name, start, status)
+        _progress(log, index + 1, len(jobs), name, start,
+                  outcomes[name] if error is None else RuntimeError(f"{type(error).__name__} (see {job.paths.stderr})"))
     return outcomes
 

@@ -3,9 +3,10 @@
 A *cell* is (matching measure, graph family, side, graph seed, model entry); its run directory is
 `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/` (the run directory format of `gssm_jax.training`),
 where `<model>` names an entry of `config.experiment1.models` (a learner at a model size,
-`gssm_jax.experiment1.learners`). A run whose `result.json` exists is finished. A run directory trained
-with different settings (e.g. after a calibration change) is an error, so results of two configurations
-never mix in one report.
+`gssm_jax.experiment1.learners`). A *tuning* cell also names a peak learning rate; its run directory is
+`WORKDIR/tuning/<measure>/<graph>/<side>/seed<k>/<model>/lr<rate>/` (`gssm_jax.experiment1.tuning`).
+A run whose `result.json` exists is finished. A run directory trained with different settings (e.g. after a
+calibration change) is an error, so results of two configurations never mix in one report.
 """
 
 from __future__ import annotations
@@ -36,17 +37,32 @@ class Cell:
     side: str
     seed: int
     model: str
+    learning_rate: float | None = None  # a tuning run at this peak rate; None: a main run, at the chosen rate
 
     @property
     def name(self) -> str:
-        return f"{self.measure}/{self.graph}/{self.side}/seed{self.seed}/{self.model}"
+        name = f"{self.measure}/{self.graph}/{self.side}/seed{self.seed}/{self.model}"
+        return name if self.learning_rate is None else f"tuning/{name}/lr{self.learning_rate:g}"
+
+    @property
+    def program(self) -> tuple[str, str]:
+        """Cells with equal programs (graph family, model entry: the same length, learner and shapes) differ only in
+        kernels, seeds and learning rate, so they can train as one ensemble."""
+        return self.graph, self.model
 
     def seed_dir(self, workdir: str) -> str:
         """The folder of this (measure, graph, side, seed): every learner's run, and the n-gram floor."""
         return os.path.join(workdir, "runs", self.measure, self.graph, self.side, f"seed{self.seed}")
 
     def run_dir(self, workdir: str) -> str:
-        return os.path.join(self.seed_dir(workdir), self.model)
+        if self.learning_rate is None:
+            return os.path.join(self.seed_dir(workdir), self.model)
+        return os.path.join(workdir, "tuning", self.measure, self.graph, self.side, f"seed{self.seed}", self.model,
+                            f"lr{self.learning_rate:g}")
+
+    def main(self) -> Cell:
+        """The main cell of the same (measure, graph, side, seed, model)."""
+        return dataclasses.replace(self, learning_rate=None)
 
 
 def plan(config: ml_collections.ConfigDict) -> list[Cell]:
@@ -61,9 +77,10 @@ def is_finished(run_dir: str) -> bool:
     return os.path.exists(os.path.join(run_dir, run_directory.RESULT_FILE))
 
 
-def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float],
-               workdir: str) -> ml_collections.ConfigDict:
-    """The training config of one cell: `config`'s training fields with the cell's graph, seeds and model.
+def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float], workdir: str,
+               learning_rate: float | None = None) -> ml_collections.ConfigDict:
+    """The training config of one cell: `config`'s training fields with the cell's graph, seeds, model and peak
+    learning rate (the tuning cell's own, else `learning_rate`, else config.optimizer.learning_rate).
 
     `run.experiment1.cell` records where the run sits in the sweep (measure, graph, side, seed, model entry,
     its size and learner kind) for the report.
@@ -77,6 +94,9 @@ def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, 
     run.model.init_seed = cell.seed
     entry = config.experiment1.models[cell.model]
     run.model.update(resolved_model(entry, config.model, GraphSpec.from_config(run.graph).vocab_size))
+    rate = cell.learning_rate if cell.learning_rate is not None else learning_rate
+    if rate is not None:
+        run.optimizer.learning_rate = float(rate)
     run.experiment1.cell = {"measure": cell.measure, "graph": cell.graph, "side": cell.side, "seed": cell.seed,
                             "model": cell.model, "size": entry["size"], "learner": entry["kind"]}
     run.workdir = cell.run_dir(workdir)
@@ -90,7 +110,7 @@ def _signature(config: dict) -> dict:
             "seed": config["seed"], "length": config["data"]["length"], "batch_size": config["data"]["batch_size"],
             "model": {"kind": config["model"].get("kind", "transformer"),
                       **{key: config["model"][key] for key in ("width", "depth", "heads")}},
-            "num_steps": config["train"]["num_steps"]}
+            "num_steps": config["train"]["num_steps"], "learning_rate": config["optimizer"]["learning_rate"]}
 
 
 def check_run_dir(run: ml_collections.ConfigDict) -> None:

@@ -66,9 +66,9 @@ FAMILIES: dict[str, GraphFamily] = {
     family.name: family
     for family in (
         GraphFamily("four_by_four", lambda ax, az: experiment1_graph_config(4, 4, 32, ax, az), 2048, (1e-3, 0.125),
-                    "seed Experiment 1: 4 hidden x 4 states, X reads all, V=32"),
+                    "composable-llm's Experiment 1: 4 hidden x 4 states, X reads all, V=32"),
         GraphFamily("eight_by_four", lambda ax, az: experiment1_graph_config(8, 4, 64, ax, az), 4096, (1e-3, 4e-3),
-                    "seed Experiment 1: 8 hidden x 4 states, X reads all, V=64"),
+                    "composable-llm's Experiment 1: 8 hidden x 4 states, X reads all, V=64"),
         GraphFamily("chain", chain_graph_config, 2048, (1e-3, 0.125),
                     "same-step chain Z1->Z2->Z3 (4 states), Z1 reads X[t-1], X reads Z2,Z3, V=32"),
     )
