@@ -28,7 +28,7 @@ from gssm_jax.configs.experiment1 import get_config
 from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.gssm.kernels import sample_kernels
-from gssm_jax.learners import registry, transformer
+from gssm_jax.learners import count_parameters, transformer
 from gssm_jax.sampling import sampling_tables
 from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
@@ -75,7 +75,7 @@ def measure(graph_name: str, steps: int, quick: bool) -> dict:
     step_s = _median_seconds(train_once, steps)
     sample_s = _median_seconds(lambda index: data.batch(index + 1), steps)
     embedding = graph.vocab_size * config.model.width
-    parameters = registry.count_parameters(state["params"]) - embedding
+    parameters = count_parameters(state["params"]) - embedding
     flops_per_token = 6 * parameters + 6 * length * config.model.width * config.model.depth
     tokens_per_s = batch * length / step_s
     in_use = jax.devices()[0].memory_stats() or {}

@@ -22,7 +22,7 @@ from absl import app, flags
 from gssm_jax import parallel
 from gssm_jax.configs.base import get_config
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.learners import registry
+from gssm_jax.learners import count_parameters, registry
 from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
 _LENGTHS = flags.DEFINE_list("lengths", ["256", "2048"], "Sequence lengths T.")
@@ -49,7 +49,7 @@ def benchmark(kind: str, length: int, method: str, tokens_per_step: int, repetit
     memory = train_step.lower(state, tokens).compile().memory_analysis()
     peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
             - memory.alias_size_in_bytes)
-    parameters = registry.count_parameters(state["params"])
+    parameters = count_parameters(state["params"])
     state, metrics = train_step(state, tokens)  # warm-up: compilation
     jax.block_until_ready(metrics)
     times = []

@@ -59,7 +59,7 @@ def run_cell(shape: str, name: str, steps: int) -> dict:
     from gssm_jax.data import OnTheFlyBatches
     from gssm_jax.gssm.graph import GraphSpec
     from gssm_jax.gssm.kernels import sample_kernels
-    from gssm_jax.learners import registry, transformer
+    from gssm_jax.learners import count_parameters, registry, transformer
     from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
 
     length, width = SHAPES[shape]
@@ -93,7 +93,7 @@ def run_cell(shape: str, name: str, steps: int) -> dict:
     step_s = _median_seconds(train_once, steps)
     sample_s = _median_seconds(lambda index: jax.block_until_ready(data.batch(index + 1)), steps)
     resolved = (transformer.check_attention(shape_config, length).name if name in ATTENTIONS
-                else f"width {config.model.width}, {registry.count_parameters(state['params']):,} parameters")
+                else f"width {config.model.width}, {count_parameters(state['params']):,} parameters")
     return {"shape": shape, "attention": name, "resolved": resolved,
             "devices": jax.device_count(), "tokens_per_s": BATCH * length / step_s, "step_s": step_s,
             "compile_s": compile_s, "sampling_share": sample_s / (step_s + sample_s),

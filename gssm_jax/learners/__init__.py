@@ -1,7 +1,11 @@
-"""Sequence models trained on GSSM tokens: the transformer, the recurrent learners, and the n-gram floor."""
+"""The sequence models trained on GSSM tokens: one backbone (`backbone`) around each kind's sequence mixer.
 
-from gssm_jax.learners.registry import KINDS, build_model, matched_widths, model_config
-from gssm_jax.learners.transformer import Transformer, TransformerConfig, count_parameters, next_token_inputs
+`registry.model_config(kind, vocab_size, fields)` and `registry.build(shape, rngs)` make any kind
+(`KINDS`); `token_losses(model, tokens)` gives its per-token cross-entropy in nats.
+"""
 
-__all__ = ["KINDS", "Transformer", "TransformerConfig", "build_model", "count_parameters", "matched_widths",
-           "model_config", "next_token_inputs"]
+from gssm_jax.learners import registry
+from gssm_jax.learners.backbone import LanguageModel, count_parameters, next_token_inputs, token_losses
+from gssm_jax.learners.registry import KINDS
+
+__all__ = ["KINDS", "LanguageModel", "count_parameters", "next_token_inputs", "registry", "token_losses"]

@@ -13,7 +13,7 @@ paper's 4/3, rounded up to a multiple of `heads`):
   output:            out_proj(g_t * h_t)
 
 Lambda starts where sigma(Lambda)^c is uniform in [0.9, 0.999] (the paper's init), and the
-square root's derivative is bounded (it is infinite where a_t -> 1). The MLP is the transformer's
+square root's derivative is bounded (it is infinite where a_t -> 1). The MLP is the backbone's
 gated MLP (`mlp_ratio` x width hidden units; SiLU gate where the paper uses GeLU).
 
 Recurrent state per token per layer: D_rnn floats (h_t) + (conv_width - 1) x D_rnn (the convolution's
@@ -31,8 +31,8 @@ from flax import nnx
 
 from gssm_jax.errors import UserError
 from gssm_jax.learners import recurrence
-from gssm_jax.learners.recurrent import RecurrentConfig, RecurrentLM, dense
-from gssm_jax.learners.transformer import GatedMLP
+from gssm_jax.learners.backbone import Layout, dense
+from gssm_jax.learners.recurrence import RecurrentConfig
 
 GATE_EXPONENT = 8.0  # the paper's c
 MAX_SQRT_DERIVATIVE = 1000.0
@@ -62,7 +62,7 @@ class HawkConfig(RecurrentConfig):
         return self.heads * math.ceil(self.expansion * self.width / self.heads)
 
     @property
-    def mlp_hidden(self) -> int:  # read by transformer.GatedMLP
+    def mlp_hidden(self) -> int:  # read by backbone.GatedMLP
         return int(round(self.mlp_ratio * self.width))
 
 
@@ -86,6 +86,8 @@ def _initial_lambda(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -
 
 
 class RGLRUMixer(nnx.Module):
+    """Hawk's temporal-mixing block: (batch, length, width) -> same shape; `step` on one token (batch, width)."""
+
     def __init__(self, config: HawkConfig, *, rngs: nnx.Rngs):
         self.config = config
         hidden, heads = config.hidden, config.heads
@@ -134,9 +136,4 @@ class RGLRUMixer(nnx.Module):
         return (conv_cache, h), self._output(x, h)
 
 
-class Hawk(RecurrentLM):
-    """Hawk language model (De et al. 2024); state per token per layer: 4 x D_rnn floats at conv_width 4."""
-
-    def __init__(self, config: HawkConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, lambda rngs: RGLRUMixer(config, rngs=rngs), lambda rngs: GatedMLP(config, rngs=rngs),
-                         rngs=rngs)
+LAYOUT = Layout(RGLRUMixer, mlp=True)  # the temporal-mixing block, then the backbone's gated MLP

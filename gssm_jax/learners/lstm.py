@@ -9,7 +9,7 @@ Per layer, with input x_t and the previous output h_{t-1}:
 The gates read h_{t-1}, so the recurrence is nonlinear and runs step by step (`lax.scan` over time)
 in training as well; W x_t is computed for the whole sequence first. The forget-gate bias starts at
 1 (Gers et al.), so the cell keeps its memory early in training. Each block mixes with
-out_proj(h_t) in the shared pre-norm residual skeleton (no MLP).
+out_proj(h_t) in the backbone's pre-norm residual blocks (no MLP).
 
 Recurrent state per token per layer: 2 x `hidden` floats (h_t and c_t), hidden = round(expansion * width).
 """
@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gssm_jax.learners.recurrent import RecurrentConfig, RecurrentLM, dense, weight_init
+from gssm_jax.learners.backbone import Layout, dense, weight_init
+from gssm_jax.learners.recurrence import RecurrentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,8 @@ class LSTMConfig(RecurrentConfig):
 
 
 class LSTMMixer(nnx.Module):
+    """One LSTM layer and its output projection: (batch, length, width) -> same shape; `step` on (batch, width)."""
+
     def __init__(self, config: LSTMConfig, *, rngs: nnx.Rngs):
         self.config = config
         hidden = config.hidden
@@ -64,8 +67,4 @@ class LSTMMixer(nnx.Module):
         return state, self.out_proj(h.astype(self.config.compute_dtype))
 
 
-class LSTM(RecurrentLM):
-    """Stacked-LSTM language model (Hochreiter & Schmidhuber 1997); state per token per layer: 2 x `hidden` floats."""
-
-    def __init__(self, config: LSTMConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, lambda rngs: LSTMMixer(config, rngs=rngs), rngs=rngs)
+LAYOUT = Layout(LSTMMixer)  # a stacked LSTM: one LSTM layer per block, no MLP

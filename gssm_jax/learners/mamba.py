@@ -29,7 +29,8 @@ from flax import nnx
 
 from gssm_jax.errors import UserError
 from gssm_jax.learners import recurrence
-from gssm_jax.learners.recurrent import RecurrentConfig, RecurrentLM, dense
+from gssm_jax.learners.backbone import Layout, dense
+from gssm_jax.learners.recurrence import RecurrentConfig
 from gssm_jax.learners.selective_scan import selective_scan
 
 STEP_RANGE = (1e-3, 1e-1)  # initial delta, log-uniform (the paper's dt_min, dt_max)
@@ -65,6 +66,8 @@ def _initial_step_bias(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32
 
 
 class MambaMixer(nnx.Module):
+    """The Mamba mixer: (batch, length, width) -> same shape; `step` on one token (batch, width)."""
+
     def __init__(self, config: MambaConfig, *, rngs: nnx.Rngs):
         self.config = config
         channels, states, rank = config.hidden, config.state_size, config.step_rank
@@ -148,8 +151,4 @@ def _readout(h: jax.Array, output_matrix: jax.Array) -> jax.Array:
     return jnp.sum(h * output_matrix[..., :, None], axis=-2)
 
 
-class Mamba(RecurrentLM):
-    """Mamba language model (Gu & Dao 2023); state per token per layer: E D N + 3 E D floats (conv_width 4)."""
-
-    def __init__(self, config: MambaConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, lambda rngs: MambaMixer(config, rngs=rngs), rngs=rngs)
+LAYOUT = Layout(MambaMixer)  # one Mamba mixer per block, no MLP

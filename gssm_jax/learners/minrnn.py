@@ -10,7 +10,7 @@ parallel scan. With gate pre-activations k and a candidate h~_t = W_h x_t (no no
 The normalisation of minLSTM is computed in log space (log sigmoid and logaddexp), so it stays
 finite where float32 sigmoids underflow to 0 (the reason the paper gives its log-space form).
 Each block mixes with out_proj(silu(g_t) * h_t), where g_t = W_g x_t is an output gate, as in the
-seed's blocks (hidden size 3 x width, no convolution, no MLP).
+blocks of composable-llm (hidden size 3 x width, no convolution, no MLP).
 
 Recurrent state per token per layer: `hidden` floats (h_t), hidden = round(expansion * width).
 """
@@ -18,13 +18,15 @@ Recurrent state per token per layer: `hidden` floats (h_t), hidden = round(expan
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from gssm_jax.learners import recurrence
-from gssm_jax.learners.recurrent import RecurrentConfig, RecurrentLM, dense
+from gssm_jax.learners.backbone import Layout, dense
+from gssm_jax.learners.recurrence import RecurrentConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +82,6 @@ class MinRNNMixer(nnx.Module):
         return h, self._output(h, gate)
 
 
-class MinGRU(RecurrentLM):
-    """minGRU language model (Feng et al. 2024); state per token per layer: `hidden` floats."""
-
-    def __init__(self, config: MinGRUConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, lambda rngs: MinRNNMixer(config, lstm=False, rngs=rngs), rngs=rngs)
-
-
-class MinLSTM(RecurrentLM):
-    """minLSTM language model (Feng et al. 2024); state per token per layer: `hidden` floats."""
-
-    def __init__(self, config: MinLSTMConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, lambda rngs: MinRNNMixer(config, lstm=True, rngs=rngs), rngs=rngs)
+# One mixer per block, no MLP.
+MINGRU_LAYOUT = Layout(functools.partial(MinRNNMixer, lstm=False))
+MINLSTM_LAYOUT = Layout(functools.partial(MinRNNMixer, lstm=True))

@@ -1,4 +1,9 @@
-"""The pieces every recurrent learner shares: the linear recurrence and the causal depthwise convolution.
+"""What every recurrent learner shares: its config fields, the linear recurrence, the causal depthwise convolution.
+
+A recurrent learner is the backbone (`gssm_jax.learners.backbone`) with a recurrent sequence mixer.
+Every such mixer has two forms: `mixer(x)` over a whole (batch, length, width) sequence, the parallel
+form used in training, and `mixer.step(cache, x_t)` over one token (batch, width), the recurrence
+itself, which `LanguageModel.decode` runs with `lax.scan` over time (a test pins the two together).
 
 `linear_recurrence` computes h_t = a_t * h_{t-1} + b_t (elementwise, h_{-1} = h0 or 0) along the
 time axis of (batch, length, ...) arrays by one of three methods, all equal up to float rounding:
@@ -17,9 +22,14 @@ the linear-space scan is stable for any 0 <= a_t <= 1.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from gssm_jax.errors import UserError
+from gssm_jax.learners.backbone import BackboneConfig
 
 METHODS = ("associative", "sequential", "chunked")
 CHUNK = 64
@@ -33,6 +43,30 @@ FASTEST = {"cpu": "sequential", "gpu": "associative", "tpu": "associative"}
 def check_method(method: str) -> None:
     if method not in ("auto", *METHODS):
         raise ValueError(f"config.model.scan={method!r}; valid methods are auto, {', '.join(METHODS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentConfig(BackboneConfig):
+    """Fields common to the recurrent learners: `BackboneConfig` plus (each kind's config adds its own):
+
+    scan: how linear recurrences run in training: "auto" (the fastest measured on the backend),
+      "associative", "sequential" or "chunked" (`METHODS`); the linear recurrences always run in float32.
+    expansion: the mixer's hidden size as a multiple of `width` (> 0); each kind sets its default.
+    """
+
+    scan: str = "auto"
+    expansion: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.expansion <= 0:
+            raise UserError(f"config.model.expansion={self.expansion} must be > 0")
+        check_method(self.scan)
+
+    @property
+    def hidden(self) -> int:
+        """The mixer's hidden size, round(expansion * width) (at least 1)."""
+        return max(1, int(round(self.expansion * self.width)))
 
 
 def resolve_method(method: str) -> str:

@@ -1,10 +1,11 @@
-"""The learners by name: their configs, construction, and widths matched to the transformer's parameter count.
+"""The learners by name: their configs, the one builder, and widths matched to the transformer's parameter count.
 
-Every kind maps int tokens (batch, length) to float32 logits (batch, length, V) with the same
-next-token convention (`transformer.next_token_inputs`, BOS = V) and the same init conventions, so
-the training loop, the evaluation and `transformer.token_losses` work on any of them.
+Every kind is the backbone (`gssm_jax.learners.backbone.LanguageModel`: embedding, pre-norm blocks,
+final norm, zero head) around its own sequence mixer, so it maps int tokens (batch, length) to float32
+logits (batch, length, V) with the same next-token convention (BOS = V) and the same init, and
+`token_losses`, the training loop and the evaluation work on any of them.
 
-  transformer  decoder-only transformer (`gssm_jax.learners.transformer`)
+  transformer  causal self-attention + gated MLP (`gssm_jax.learners.transformer`)
   mamba        selective state-space model (Gu & Dao 2023; `gssm_jax.learners.mamba`)
   hawk         RG-LRU recurrence + gated MLP (De et al. 2024; `gssm_jax.learners.hawk`)
   mingru       minimal GRU (Feng et al. 2024; `gssm_jax.learners.minrnn`)
@@ -23,59 +24,55 @@ import numpy as np
 from flax import nnx
 
 from gssm_jax.errors import UserError
-from gssm_jax.learners.hawk import Hawk, HawkConfig
-from gssm_jax.learners.lstm import LSTM, LSTMConfig
-from gssm_jax.learners.mamba import Mamba, MambaConfig
-from gssm_jax.learners.minrnn import MinGRU, MinGRUConfig, MinLSTM, MinLSTMConfig
-from gssm_jax.learners.transformer import Transformer, TransformerConfig, count_parameters
+from gssm_jax.learners import hawk, lstm, mamba, minrnn, transformer
+from gssm_jax.learners.backbone import BackboneConfig, LanguageModel, Layout, count_parameters
 
-_MODELS = {
-    "transformer": (TransformerConfig, Transformer),
-    "mamba": (MambaConfig, Mamba),
-    "hawk": (HawkConfig, Hawk),
-    "mingru": (MinGRUConfig, MinGRU),
-    "minlstm": (MinLSTMConfig, MinLSTM),
-    "lstm": (LSTMConfig, LSTM),
+# kind -> (its config class, what it puts into the backbone's blocks)
+_KINDS: dict[str, tuple[type[BackboneConfig], Layout]] = {
+    "transformer": (transformer.TransformerConfig, transformer.LAYOUT),
+    "mamba": (mamba.MambaConfig, mamba.LAYOUT),
+    "hawk": (hawk.HawkConfig, hawk.LAYOUT),
+    "mingru": (minrnn.MinGRUConfig, minrnn.MINGRU_LAYOUT),
+    "minlstm": (minrnn.MinLSTMConfig, minrnn.MINLSTM_LAYOUT),
+    "lstm": (lstm.LSTMConfig, lstm.LAYOUT),
 }
-KINDS = tuple(_MODELS)
+KINDS = tuple(_KINDS)
+_LAYOUTS = {config_class: layout for config_class, layout in _KINDS.values()}
 PARAMETER_TOLERANCE = 0.10  # matched widths give the target parameter count within this relative error
 
 
 def check_kind(kind: str) -> None:
-    if kind not in _MODELS:
+    if kind not in _KINDS:
         raise UserError(f"config.model.kind={kind!r}; valid kinds are {', '.join(KINDS)}")
 
 
-def model_config(kind: str, vocab_size: int, fields: Mapping[str, Any]) -> Any:
+def model_config(kind: str, vocab_size: int, fields: Mapping[str, Any]) -> BackboneConfig:
     """The shape of a `kind` model: its config dataclass from the `fields` it declares.
 
     `fields` is typically `config.model`, which holds the fields of every kind (width, depth,
     heads, ...): each kind takes those its config declares and ignores the rest; fields it
     declares but `fields` lacks or holds as None keep the kind's defaults (e.g. each kind's `expansion`).
+    Raises UserError (one line naming the field) for an unknown kind or a field out of range.
     """
     check_kind(kind)
-    config_class = _MODELS[kind][0]
+    config_class = _KINDS[kind][0]
     declared = {field.name for field in dataclasses.fields(config_class)} - {"vocab_size"}
     given = {name: fields[name] for name in declared if name in fields and fields[name] is not None}
     return config_class(vocab_size=vocab_size, **given)
 
 
-def build(shape: Any, rngs: nnx.Rngs) -> nnx.Module:
-    """The model of a shape made by `model_config` (each kind has its own config class)."""
-    for config_class, model_class in _MODELS.values():
-        if type(shape) is config_class:
-            return model_class(shape, rngs=rngs)
-    raise TypeError(f"no model takes a {type(shape).__name__}")
-
-
-def build_model(kind: str, vocab_size: int, fields: Mapping[str, Any], rngs: nnx.Rngs) -> nnx.Module:
-    """A freshly initialised `kind` model; `fields` as in `model_config`."""
-    return _MODELS[kind][1](model_config(kind, vocab_size, fields), rngs=rngs)
+def build(shape: BackboneConfig, rngs: nnx.Rngs) -> LanguageModel:
+    """A freshly initialised model of a shape made by `model_config` (the kind is the shape's class)."""
+    layout = _LAYOUTS.get(type(shape))
+    if layout is None:
+        raise TypeError(f"no learner takes a {type(shape).__name__}")
+    return LanguageModel(shape, layout, rngs=rngs)
 
 
 def parameter_count(kind: str, vocab_size: int, fields: Mapping[str, Any]) -> int:
     """Scalar parameters of a `kind` model, from abstract shapes (nothing is allocated)."""
-    return count_parameters(nnx.eval_shape(lambda: build_model(kind, vocab_size, fields, nnx.Rngs(0))))
+    shape = model_config(kind, vocab_size, fields)
+    return count_parameters(nnx.eval_shape(lambda: build(shape, nnx.Rngs(0))))
 
 
 class MatchedWidth(NamedTuple):

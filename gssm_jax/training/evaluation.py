@@ -21,10 +21,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from gssm_jax import files, inference, keys, parallel
+from gssm_jax import files, inference, keys, learners, parallel
 from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.gssm.kernels import Kernels
-from gssm_jax.learners import transformer
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.statistics import mean_and_stderr
 
@@ -79,7 +78,7 @@ def make_model_losses(graphdef: nnx.GraphDef, mesh: Mesh, chunk_size: int) -> Ca
     @jax.jit
     def chunk_losses(params, tokens):
         tokens = jax.lax.with_sharding_constraint(tokens, parallel.batch_sharded(mesh))
-        return transformer.token_losses(nnx.merge(graphdef, params), tokens)
+        return learners.token_losses(nnx.merge(graphdef, params), tokens)
 
     def model_losses(params, tokens):
         chunks = [chunk_losses(params, tokens[start:start + chunk_size])

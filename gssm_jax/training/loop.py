@@ -25,7 +25,7 @@ from absl import logging
 from gssm_jax import data, files, keys, parallel
 from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.gssm.kernels import sample_kernels
-from gssm_jax.learners import transformer
+from gssm_jax.learners import count_parameters
 from gssm_jax.sampling.tables import sampling_tables
 from gssm_jax.training import checks, evaluation, memory, resume, run_directory
 from gssm_jax.training.checkpoints import Checkpoints
@@ -123,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
     graphdef, state = init_state(shape, config.model.init_seed, optimizer)
     state = jax.device_put(state, parallel.replicated(mesh))
-    num_parameters = transformer.count_parameters(state["params"])
+    num_parameters = count_parameters(state["params"])
     train_step = make_train_step(graphdef, optimizer, schedule, mesh)
     try:  # before anything long: a step that cannot fit fails here, naming the fields to change
         memory.check_train_step(config, train_step, state, graph.vocab_size, mesh)

@@ -18,7 +18,7 @@ from flax import nnx
 from gssm_jax import parallel
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.learners import registry, transformer
+from gssm_jax.learners import registry, token_losses
 
 SCHEDULES = ("cosine", "constant")
 
@@ -72,7 +72,7 @@ def init_state(shape, init_seed: int, optimizer: optax.GradientTransformation) -
 
 def loss_fn(graphdef: nnx.GraphDef, params: dict, tokens: jax.Array) -> jax.Array:
     """Mean next-token cross-entropy of the model on tokens (batch, length), nats per token (scalar)."""
-    return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
+    return token_losses(nnx.merge(graphdef, params), tokens).mean()
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, schedule: optax.Schedule,

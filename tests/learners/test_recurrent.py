@@ -10,7 +10,7 @@ from flax import nnx
 
 from gssm_jax.configs.base import get_config
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.learners import recurrence, registry, transformer
+from gssm_jax.learners import count_parameters, recurrence, registry, token_losses
 from gssm_jax.learners.selective_scan import selective_scan
 from gssm_jax.training.step import model_config
 
@@ -19,8 +19,12 @@ RECURRENT = tuple(kind for kind in registry.KINDS if kind != "transformer")
 SMALL = {"width": 32, "depth": 2, "heads": 4}
 
 
+def _build(kind: str, vocab_size: int, fields: dict) -> nnx.Module:
+    return registry.build(registry.model_config(kind, vocab_size, fields), nnx.Rngs(0))
+
+
 def _model(kind: str, vocab_size: int = 11, **overrides) -> nnx.Module:
-    model = registry.build_model(kind, vocab_size, {**SMALL, **overrides}, nnx.Rngs(0))
+    model = _build(kind, vocab_size, {**SMALL, **overrides})
     # A random head, so that the logits carry the hidden states (the zero head would hide them).
     model.head.kernel[...] = jax.random.normal(jax.random.key(3), model.head.kernel.shape)
     return model
@@ -169,9 +173,9 @@ def test_outputs_before_a_change_do_not_depend_on_it(kind):
 
 @pytest.mark.parametrize("kind", registry.KINDS)
 def test_initial_loss_is_log_vocab(kind):
-    model = registry.build_model(kind, 11, SMALL, nnx.Rngs(0))  # zero head: uniform predictions
+    model = _build(kind, 11, SMALL)  # zero head: uniform predictions
     tokens = jax.random.randint(jax.random.key(2), (2, 9), 0, 11).astype(jnp.uint8)
-    losses = nnx.jit(transformer.token_losses)(model, tokens)
+    losses = nnx.jit(token_losses)(model, tokens)
     assert losses.shape == (2, 9)
     np.testing.assert_allclose(losses, math.log(11), rtol=4 * FLOAT32_EPS)
 
@@ -216,9 +220,9 @@ def _expected_parameters(kind: str, vocab: int, width: int, depth: int, heads: i
 @pytest.mark.parametrize("kind", registry.KINDS)
 def test_parameter_count_matches_the_closed_form(kind):
     fields = {"width": 48, "depth": 3, "heads": 4, "mlp_ratio": 2.5}
-    model = registry.build_model(kind, 7, fields, nnx.Rngs(0))
+    model = _build(kind, 7, fields)
     expected = _expected_parameters(kind, 7, **fields)
-    assert transformer.count_parameters(model) == expected
+    assert count_parameters(model) == expected
     assert registry.parameter_count(kind, 7, fields) == expected
 
 

@@ -1,4 +1,4 @@
-"""The NNX transformer: causality, rotary relative positions, parameter count, init loss, dtypes."""
+"""The transformer (the backbone with attention): causality, rotary positions, parameter count, init loss, dtypes."""
 
 import math
 
@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gssm_jax.learners import transformer
-from gssm_jax.learners.transformer import Transformer, TransformerConfig
+from gssm_jax.learners import LanguageModel, count_parameters, next_token_inputs, registry, token_losses, transformer
+from gssm_jax.learners.transformer import TransformerConfig
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 @nnx.jit
-def _logits(model: Transformer, inputs: jax.Array) -> jax.Array:
+def _logits(model: LanguageModel, inputs: jax.Array) -> jax.Array:
     return model(inputs)
 
 
-def _model(**overrides) -> Transformer:
+def _model(**overrides) -> LanguageModel:
     fields = {"vocab_size": 11, "width": 32, "depth": 1, "heads": 4}
     fields.update(overrides)
-    return Transformer(TransformerConfig(**fields), rngs=nnx.Rngs(0))
+    return registry.build(TransformerConfig(**fields), nnx.Rngs(0))
 
 
 def test_outputs_before_a_change_do_not_depend_on_it():
@@ -55,8 +55,8 @@ def test_parameter_count_matches_the_closed_form():
     model = _model(depth=depth, mlp_ratio=2.5)
     per_block = 3 * width * width + width * width + 2 * width * hidden + hidden * width + 2 * width
     expected = (vocab + 1) * width + depth * per_block + width + width * vocab
-    assert transformer.count_parameters(model) == expected
-    assert transformer.count_parameters(nnx.state(model, nnx.Param)) == expected
+    assert count_parameters(model) == expected
+    assert count_parameters(nnx.state(model, nnx.Param)) == expected
 
 
 def test_initial_loss_is_log_vocab_and_covers_every_position():
@@ -64,14 +64,14 @@ def test_initial_loss_is_log_vocab_and_covers_every_position():
     # position 0 included (predicted from BOS).
     model = _model()
     tokens = jax.random.randint(jax.random.key(2), (4, 9), 0, 11).astype(jnp.uint8)
-    losses = nnx.jit(transformer.token_losses)(model, tokens)
+    losses = nnx.jit(token_losses)(model, tokens)
     assert losses.shape == (4, 9)
     np.testing.assert_allclose(losses, math.log(11), rtol=4 * FLOAT32_EPS)
 
 
 def test_next_token_inputs_prepend_bos_and_drop_the_last_token():
     tokens = jnp.array([[3, 1, 4], [1, 5, 9]], jnp.uint8)
-    np.testing.assert_array_equal(transformer.next_token_inputs(tokens, 11), [[11, 3, 1], [11, 1, 5]])
+    np.testing.assert_array_equal(next_token_inputs(tokens, 11), [[11, 3, 1], [11, 1, 5]])
 
 
 def test_bfloat16_computation_tracks_float32():
@@ -98,11 +98,11 @@ def test_bad_shapes_name_the_field(overrides, field):
         TransformerConfig(vocab_size=11, **overrides)
 
 
-def _loss_and_grads(model: Transformer, tokens: jax.Array):
+def _loss_and_grads(model: LanguageModel, tokens: jax.Array):
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss(params):
-        return transformer.token_losses(nnx.merge(graphdef, params), tokens).mean()
+        return token_losses(nnx.merge(graphdef, params), tokens).mean()
 
     return jax.jit(jax.value_and_grad(loss))(params)
 
