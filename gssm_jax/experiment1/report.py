@@ -20,25 +20,17 @@ import numpy as np
 from gssm_jax import files
 from gssm_jax.difficulty.sides import SIDE_NAMES
 from gssm_jax.errors import UserError
-from gssm_jax.experiment1 import plots, report_tables
+from gssm_jax.experiment1 import plots, report_tables, runs
 from gssm_jax.experiment1.comparisons import QUESTIONS, SIDE_LABELS, Comparison, Settings, compare, other_side
 from gssm_jax.experiment1.report_tables import difficulty_text, p_text, share, tokens_text
-from gssm_jax.experiment1.runs import (
-    Group,
-    load_calibrations,
-    load_floors,
-    load_learning_rates,
-    load_runs,
-    unfinished_runs,
-)
 
 FACTOR_NAMES = {"graph": "graph", "measure": "matching measure", "learner": "learner", "model": "model size"}
 QUESTION_NAMES = {"final": "Ends lower", "reach": "Learns faster"}
 BASELINE_TEXT = (
     "An add-constant n-gram model (order and constant chosen on a validation split) counted on the first tokens of "
-    "each seed's training stream and scored on the runs' held-out sequences. With alphas near 1e-3 the sequences are "
-    "near-deterministic paths, and most held-out k-gram contexts were seen in training (table below), so this is a "
-    "**memorisation baseline**: a learner below it does better than recalling the contexts it saw; one above it may "
+    "each seed's training stream and scored on the runs' held-out sequences. With alphas near 1e-3 the sequences can "
+    "be near-deterministic paths whose held-out k-gram contexts were mostly seen in training (last table), so this is "
+    "a **memorisation baseline**: a learner below it does better than recalling the contexts it saw; one above it may "
     "still use latent structure, only less well than counting does at this budget.")
 
 
@@ -59,9 +51,11 @@ def _verdict(c: Comparison, question: str, values: tuple[float, float]) -> str:
     if len(c.seeds) == 1:
         side = SIDE_NAMES[0] if values[0] < values[1] else SIDE_NAMES[1]
         return "neither (a tie)" if values[0] == values[1] else f"{SIDE_LABELS[side]}, in the only pair"
-    lower = c.lower(question)
-    level = f"{c.settings.confidence:.0%}"
-    return SIDE_LABELS[lower] if lower else f"neither: the {level} CI of the paired difference includes 0"
+    lower, test = c.lower(question), c.test(question)
+    if lower is None and not math.isfinite(test.low):
+        return "not established: the paired differences have no spread, so no interval"
+    return SIDE_LABELS[lower] if lower else f"neither: the {c.settings.confidence:.0%} CI of the paired difference " \
+        "includes 0"
 
 
 def _final_sentence(c: Comparison) -> str:
@@ -140,7 +134,8 @@ def _pairs_caveat(c: Comparison) -> str:
     if not c.unmatched:
         return f"All {len(c.seeds)} pairs matched by the calibration (per-pair mismatch in the Calibration section)."
     unit = c.calibration["unit"]
-    listed = ", ".join(f"seed {seed}" + ("" if mismatch is None else f" (mismatch {difficulty_text(mismatch, unit)})")
+    listed = ", ".join(f"seed {seed} (" + ("not in the record" if mismatch is None else
+                                          f"mismatch {difficulty_text(mismatch, unit)}") + ")"
                        for seed, mismatch in sorted(c.unmatched.items()))
     return f"Pairs not matched by the calibration, left out: {listed}."
 
@@ -157,7 +152,8 @@ def _floor_caveat(c: Comparison) -> str:
             f"({p_text(adjusted)} after Holm over {family} graph{'s' * (family != 1)})")
     if adjusted < level:
         return text + "."
-    needed = f"{pairs_needed(level)} pairs reach {level:g}, {pairs_needed(level, family)} after Holm"
+    needed = f"{pairs_needed(level)} pairs reach {level:g}" + (f", {pairs_needed(level, family)} after Holm"
+                                                              if family > 1 else "")
     return text + f": too few pairs for it to reach {level:g} ({needed})."
 
 
@@ -180,7 +176,7 @@ def _outcomes_text(outcomes: dict[str, str]) -> str:
 def dependence(comparisons: Sequence[Comparison], factor: str) -> str:
     """Whether each answer depends on `factor` (a `Group` field): a sentence per question and context, as a
     Markdown list when there are several. Only Holm-significant answers count as a side."""
-    name, index = FACTOR_NAMES[factor], Group._fields.index(factor)
+    name, index = FACTOR_NAMES[factor], runs.Group._fields.index(factor)
     values = sorted({c.group[index] for c in comparisons})
     if not values:
         return f"No finished pairs, so whether the answer depends on the {name} is not tested."
@@ -220,63 +216,35 @@ def method(settings: Settings) -> str:
     s = settings
     return (
         "Excess loss = the model's held-out cross-entropy minus the exact entropy rate (forward algorithm) of the same "
-        "held-out sequences, in nats per token. Graph seed k is shared by both sides (same kernel key, data stream, "
-        "held-out set and initialisation), so the sides are compared **paired by seed**; a pair the calibration "
-        "marks unmatched (its two sides not within the tolerance of the target) is left out and listed. "
-        f"*Ends lower*: final excess loss, the mean paired difference with its {s.confidence:.0%} t interval (a side "
-        "is lower when the interval excludes 0), the paired t-test (scipy.stats.ttest_rel) and the sign-flip "
-        "permutation test (scipy.stats.permutation_test, exact over all 2^n flips up to 16 pairs; its smallest "
-        "two-sided p is 2/2^n, printed for each answer). *Learns faster*: training tokens until the excess first falls "
-        f"to {s.reach_excess:g} nats/token (linear interpolation between evaluations); a run that never gets there is "
-        "censored, ranked worse than every run that did, and the per-pair differences of the pooled ranks are tested "
-        f"the same way. A lower side is **significant** when its paired t p-value, after **Holm's correction** across "
-        "the graphs compared (one family per question, matching measure, learner and model size), is below "
-        f"{s.significance_level:g}; the sign-flip p-values are Holm-adjusted the same way. The caveats next to each "
-        "answer are never gates. *Still improving*: after a full learning-rate cool-down at half the budget (a branch) "
-        "and at the whole budget (the run's own decay), doubling the tokens cut the side's mean excess by at least "
-        f"{s.convergence_min_gain:.0%} and by more than {s.convergence_noise:g} standard errors of the final excess; "
-        "*settled* when the lower side is established and the other side has stopped improving. Runs without "
-        f"cool-down branches fall back to the slope of excess against tokens over the last {s.convergence_window:.0%} "
-        f"of training (still falling: one-sided p < {s.convergence_level:g} and a fitted drop of at least "
-        f"{s.convergence_min_drop:.0%}), which a decayed learning rate flattens by construction. *Learned*: final "
-        f"excess at most {s.reach_excess:g} nats/token and share of the learnable gap closed G = 1 - excess / "
-        f"(the unigram model's excess) at least {s.learned_gap_share:.0%}. *Memorisation baseline*: the n-gram "
-        "model of the same seed's tokens, its excess on the same held-out sequences.")
+        "held-out sequences, nats/token. Graph seed k is shared by both sides (kernel key, data stream, held-out set, "
+        "initialisation): the sides are compared **paired by seed**, less the pairs the calibration marks unmatched "
+        f"(listed). *Ends lower*: final excess; the mean paired difference with its {s.confidence:.0%} t interval (a "
+        "side is lower when it excludes 0), the paired t-test and the sign-flip test (exact over all 2^n flips up to "
+        "16 pairs; its smallest two-sided p, 2/2^n, is printed). *Learns faster*: tokens until the excess first falls "
+        f"to {s.reach_excess:g} nats/token; a run that never does is censored, ranked worse than every run that did, "
+        "and the pairs' pooled-rank differences are tested the same way. **Significant**: the paired t p-value after "
+        "**Holm's correction** across the graphs (one family per question, measure, learner and model size) is below "
+        f"{s.significance_level:g}; the sign-flip p-values are adjusted the same way. Caveats, never gates: *still "
+        "improving* when, after a full learning-rate cool-down at half and at the whole budget, doubling the tokens "
+        f"cut the side's mean excess by at least {s.convergence_min_gain:.0%} and by more than {s.convergence_noise:g} "
+        "standard errors; *settled* when the lower side is established and the other side has stopped improving; runs "
+        f"without cool-down branches fall back to the slope over the last {s.convergence_window:.0%} of training "
+        f"(one-sided p < {s.convergence_level:g}, fitted drop >= {s.convergence_min_drop:.0%}), which a decayed "
+        f"learning rate flattens. *Learned*: final excess <= {s.reach_excess:g} nats/token and share of the learnable "
+        f"gap closed G = 1 - excess / (unigram model's excess) >= {s.learned_gap_share:.0%}. *Memorisation baseline*: "
+        "the n-gram model of the same seed's tokens, scored on the same held-out sequences.")
 
 
-def _finite(value):
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
-def _side_record(s) -> dict:
-    i = s.improvement
-    gain = {} if i.gain is None else {key: _finite(value) for key, value in i.gain._asdict().items()}
-    return {"final_excess_nats": s.final.mean, "gap_share": _finite(s.gap_share), "learned": s.learned,
-            "ngram_excess_nats": _finite(s.ngram_excess), "beats_baseline": s.beats_baseline,
-            "improvement": {"method": i.method, "still_improving": i.still_improving, **gain},
-            "runs": [{"seed": r.run.seed, "path": r.run.path, "final_excess_nats": r.run.final_excess,
-                      "tokens_to_reach": _finite(r.tokens_to_reach), "ngram_excess_nats": _finite(r.ngram_excess),
-                      "improvement_method": r.improvement.method, "still_improving": r.improvement.still_improving}
-                     for r in s.runs]}
-
-
-def summary_record(comparisons: Sequence[Comparison]) -> dict:
-    """JSON-able: every comparison's answers, p-values and caveats, every paired run's summary."""
-    return {"comparisons": [
-        {"group": c.group._asdict(), "seeds": list(c.seeds), "unpaired_seeds": list(c.unpaired),
-         "unmatched_pairs": {str(seed): mismatch for seed, mismatch in c.unmatched.items()},
-         "lower": {q: c.lower(q) for q in QUESTIONS}, "outcomes": {q: c.outcome(q) for q in QUESTIONS},
-         "settled": c.settled, "smallest_sign_flip_p": c.smallest_sign_flip_p("final"),
-         "holm": {f"{q}/{test}": _finite(value) for (q, test), value in c.holm.items()},
-         "sides": {side: _side_record(c.sides[side]) for side in SIDE_NAMES}} for c in comparisons]}
-
-
-def _left_out(runs, comparisons: Sequence[Comparison]) -> list[str]:
+def _left_out(finished: Sequence[runs.Run], comparisons: Sequence[Comparison]) -> list[str]:
     """Groups and seeds left out of the comparisons: seeds on one side only, groups without a matched pair."""
     notes = [f"{'/'.join(c.group)}: seed{'s' * (len(c.unpaired) > 1)} {', '.join(map(str, c.unpaired))} on one "
              "side only" for c in comparisons if c.unpaired]
-    missing = sorted({run.group for run in runs} - {c.group for c in comparisons})
-    return notes + [f"{'/'.join(group)}: no matched pair on both sides" for group in missing]
+    for group in sorted({run.group for run in finished} - {c.group for c in comparisons}):
+        sides = [{run.seed for run in finished if (run.group, run.side) == (group, side)} for side in SIDE_NAMES]
+        both = ", ".join(map(str, sorted(sides[0] & sides[1])))
+        notes.append(f"{'/'.join(group)}: " + (f"no matched pair (seeds {both} are unmatched or not in the "
+                                                 "calibration record)" if both else "runs on one side only"))
+    return notes
 
 
 def write_report(workdir: str, settings: Settings | None = None) -> str:
@@ -291,15 +259,15 @@ def write_report(workdir: str, settings: Settings | None = None) -> str:
         raise UserError(f"--workdir={workdir} holds no runs (no {os.path.join(workdir, 'runs')}); run the sweep "
                         "first (without --report_only), or pass the sweep's workdir")
     settings = settings or Settings()
-    runs, floors, calibrations = load_runs(workdir), load_floors(workdir), load_calibrations(workdir)
-    comparisons = compare(runs, settings, calibrations, floors)
-    unfinished = unfinished_runs(workdir)
+    finished, floors, calibrations = runs.load_runs(workdir), runs.load_floors(workdir), runs.load_calibrations(workdir)
+    comparisons = compare(finished, settings, calibrations, floors)
+    unfinished = runs.unfinished_runs(workdir)
     for name, figure in {"learning_curves.png": plots.plot_learning_curves(comparisons, floors),
                          "final_excess.png": plots.plot_final_excess(comparisons),
-                         "per_position.png": plots.plot_per_position(runs)}.items():
+                         "per_position.png": plots.plot_per_position(finished)}.items():
         files.write_figure(os.path.join(workdir, name), figure, dpi=110)
-    left_out = _left_out(runs, comparisons)
-    status = (f"{len(runs)} finished runs in `{workdir}`" if runs else f"No finished runs in `{workdir}` yet")
+    left_out = _left_out(finished, comparisons)
+    status = f"{len(finished)} finished runs in `{workdir}`" if finished else f"No finished runs in `{workdir}` yet"
     lines = ["# Experiment 1: easy to infer (small alpha_X) or easy to predict (small alpha_Z)?", "",
              status + (f"; {len(unfinished)} unfinished (rerun the command to finish them)." if unfinished else ".")
              + (f" Left out: {'; '.join(left_out)}." if left_out else ""), "", "## Answer", ""]
@@ -316,18 +284,20 @@ def write_report(workdir: str, settings: Settings | None = None) -> str:
               "### Convergence: what doubling the budget bought after a full cool-down", "",
               t.convergence_table(comparisons), "",
               "### The memorisation baseline: an n-gram on the same tokens (nats/token)", "", BASELINE_TEXT, "",
-              *((t.baseline_table(comparisons, floors), "", "At matched training tokens:", "",
-                 t.matched_tokens_table(comparisons, floors), "", t.memorisation_table(floors), "") if floors else
-                ("No n-gram records (`ngram.json`) in the seed folders yet.", "")),
-              "## Learning rate", "", t.learning_rate_table(load_learning_rates(workdir), runs), "",
+              *((t.baseline_table(comparisons, floors), "") if floors else ("No n-gram records yet.", "")),
+              *(("At matched training tokens:", "", t.matched_tokens_table(comparisons, floors), "")
+                if any("curve" in record for record in floors.values()) else ()),
+              *((t.memorisation_table(floors), "") if any("memorisation" in r for r in floors.values()) else ()),
+              "## Learning rate", "", t.learning_rate_table(runs.load_learning_rates(workdir), finished), "",
               "## Calibration", ""]
     for (graph, measure), record in calibrations.items():
         lines += [f"**{graph}**, matched by {measure}: {t.calibration_table(record)}", ""]
+    lines += [] if calibrations else ["No calibration records (`calibration/<graph>.<measure>.json`).", ""]
     lines += ["## Method", "", method(settings), "", "## Plots", "", "![final excess loss](final_excess.png)", "",
               "![per-position loss](per_position.png)", "", "## Runs", "", t.runs_table(comparisons), ""]
     if unfinished:
         lines += ["Unfinished runs: " + ", ".join(f"`{os.path.relpath(p, workdir)}`" for p in unfinished), ""]
-    files.write_json(os.path.join(workdir, "summary.json"), summary_record(comparisons))
+    files.write_json(os.path.join(workdir, "summary.json"), report_tables.summary_record(comparisons))
     path = os.path.join(workdir, "report.md")
     files.write_text(path, "\n".join(lines))
     return path

@@ -1,5 +1,6 @@
 """Markdown tables of the Experiment 1 report: the two answers, learned, convergence, the memorisation baseline,
-calibration pairs, learning rates and every run. Losses in nats/token; bits in brackets where a measure is in bits."""
+calibration pairs, learning rates and every run; and the same as JSON for `summary.json` (`summary_record`).
+Losses in nats/token; bits in brackets where a measure is in bits."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import numpy as np
 
 from gssm_jax.difficulty.sides import SIDE_NAMES
 from gssm_jax.experiment1 import curves
-from gssm_jax.experiment1.comparisons import SIDE_LABELS, Comparison, SideSummary
+from gssm_jax.experiment1.comparisons import QUESTIONS, SIDE_LABELS, Comparison, SideSummary
 from gssm_jax.experiment1.runs import EXCESS_STDERR, FloorKey, Run
 from gssm_jax.statistics import Interval
 
 SHORT = {side: SIDE_LABELS[side].split(" (")[0] for side in SIDE_NAMES}  # "small alpha_X"
 NATS_PER_BIT = math.log(2)
 VERDICT = {True: "**still improving**", False: "stopped improving", None: "not checked"}
+SLOPE_VERDICT = {True: "**still falling**", False: "not falling", None: "not checked"}  # the end-slope fallback
 
 
 def p_text(value: float) -> str:
@@ -66,7 +68,8 @@ def lower_cell(c: Comparison, question: str) -> str:
     """The lower side by the interval, bold when also Holm-significant; "CI includes 0" otherwise."""
     lower = c.lower(question)
     if lower is None:
-        return "not compared" if c.test(question) is None else "CI includes 0"
+        test = c.test(question)
+        return "not compared" if test is None else "CI includes 0" if math.isfinite(test.low) else "no interval"
     return f"**{SHORT[lower]}**" if c.outcome(question) == lower else f"{SHORT[lower]} (not significant after Holm)"
 
 
@@ -127,8 +130,9 @@ def learned_table(comparisons: Sequence[Comparison]) -> str:
 
 def improvement_text(s: SideSummary) -> str:
     """The side's verdict, with the method when it is the end-slope fallback."""
-    fallback = s.improvement.method == "end slope"
-    return VERDICT[s.improvement.still_improving] + (" (end slope: no cool-down branches)" if fallback else "")
+    if s.improvement.method == "end slope":
+        return SLOPE_VERDICT[s.improvement.still_improving] + " (end slope: no cool-down branches)"
+    return VERDICT[s.improvement.still_improving]
 
 
 def convergence_table(comparisons: Sequence[Comparison]) -> str:
@@ -262,7 +266,33 @@ def runs_table(comparisons: Sequence[Comparison]) -> str:
             lines.append(f"{head} {run.seed} | {r['final_step']} | {'n/a' if rate is None else f'{rate:g}'} | "
                          f"{run.entropy:.4f} | {run.final_excess:.4f} ± {r[EXCESS_STDERR]:.4f} | {share(g)} | "
                          f"{tokens_text(summary.tokens_to_reach)} | {check} | "
-                         f"{VERDICT[i.still_improving]} | "
+                         f"{(SLOPE_VERDICT if i.method == 'end slope' else VERDICT)[i.still_improving]} | "
                          f"{r['wall_time_s']:.0f} |")
     return "\n".join(lines)
 
+
+def _finite(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
+def _side_record(s: SideSummary) -> dict:
+    i = s.improvement
+    gain = {} if i.gain is None else {key: _finite(value) for key, value in i.gain._asdict().items()}
+    return {"final_excess_nats": s.final.mean, "gap_share": _finite(s.gap_share), "learned": s.learned,
+            "ngram_excess_nats": _finite(s.ngram_excess), "beats_baseline": s.beats_baseline,
+            "improvement": {"method": i.method, "still_improving": i.still_improving, **gain},
+            "runs": [{"seed": r.run.seed, "path": r.run.path, "final_excess_nats": r.run.final_excess,
+                      "tokens_to_reach": _finite(r.tokens_to_reach), "ngram_excess_nats": _finite(r.ngram_excess),
+                      "improvement_method": r.improvement.method, "still_improving": r.improvement.still_improving}
+                     for r in s.runs]}
+
+
+def summary_record(comparisons: Sequence[Comparison]) -> dict:
+    """JSON-able: every comparison's answers, p-values and caveats, every paired run's summary."""
+    return {"comparisons": [
+        {"group": c.group._asdict(), "seeds": list(c.seeds), "unpaired_seeds": list(c.unpaired),
+         "unmatched_pairs": {str(seed): mismatch for seed, mismatch in c.unmatched.items()},
+         "lower": {q: c.lower(q) for q in QUESTIONS}, "outcomes": {q: c.outcome(q) for q in QUESTIONS},
+         "settled": c.settled, "smallest_sign_flip_p": c.smallest_sign_flip_p("final"),
+         "holm": {f"{q}/{test}": _finite(value) for (q, test), value in c.holm.items()},
+         "sides": {side: _side_record(c.sides[side]) for side in SIDE_NAMES}} for c in comparisons]}

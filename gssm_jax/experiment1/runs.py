@@ -47,12 +47,15 @@ class RunFiles(NamedTuple):
     per_position: dict[str, np.ndarray] | None
 
 
-def read_run(path: str) -> RunFiles:
-    """The files of one run directory.
+def is_finished(path: str) -> bool:
+    """Whether the run in `path` has finished (its result is written). Stand-in for contract 5's
+    `run_directory.is_finished`: when that lands, this becomes `is_finished = run_directory.is_finished`."""
+    return os.path.exists(os.path.join(path, run_directory.RESULT_FILE))
 
-    The signature of `gssm_jax.training.run_directory.read_run` (contract 5): when that lands, this function
-    becomes `read_run = run_directory.read_run`.
-    """
+
+def read_run(path: str) -> RunFiles:
+    """The files of one run directory. Stand-in for contract 5's `run_directory.read_run`, with its signature:
+    when that lands, this function becomes `read_run = run_directory.read_run`."""
     config_path, result_path = (os.path.join(path, name) for name in (run_directory.CONFIG_FILE,
                                                                       run_directory.RESULT_FILE))
     config = _read_json(config_path) if os.path.exists(config_path) else {}
@@ -60,7 +63,7 @@ def read_run(path: str) -> RunFiles:
     if os.path.exists(os.path.join(path, run_directory.PER_POSITION_FILE)):
         with np.load(os.path.join(path, run_directory.PER_POSITION_FILE)) as saved:
             per_position = {name: saved[name] for name in saved.files}
-    evals = [record for record in run_directory.read_metrics(path) if EXCESS in record]
+    evals = [record for record in run_directory.read_metrics(path) if EXCESS in record]  # the eval records
     result = _read_json(result_path) if os.path.exists(result_path) else None
     return RunFiles(config, evals, result, per_position)
 
@@ -128,15 +131,16 @@ def _run_dirs(workdir: str) -> list[str]:
 def load_run(workdir: str, path: str) -> Run | None:
     """The finished run in `path` (a directory of `_run_dirs(workdir)`), None while it is unfinished."""
     measure, graph, side, seed, entry = _parts(workdir, path)
-    files = read_run(path)
-    if files.result is None:
+    if not is_finished(path):
         return None
+    files = read_run(path)
     cell = files.config.get("experiment1", {}).get("cell")
     if not cell:
         raise UserError(f"{path}/{run_directory.CONFIG_FILE} has no experiment1.cell: not a run of the sweep; move it "
                         f"out of {os.path.join(workdir, 'runs')}")
-    tokens = np.array([record["tokens_seen"] for record in files.evals], np.float64)
-    excess = np.array([record[EXCESS] for record in files.evals], np.float64)
+    evals = [record for record in files.evals if EXCESS in record]
+    tokens = np.array([record["tokens_seen"] for record in evals], np.float64)
+    excess = np.array([record[EXCESS] for record in evals], np.float64)
     return Run(Group(graph, measure, cell["learner"], cell["size"]), side, int(seed.removeprefix("seed")), entry,
                path, files.result, tokens, excess, files.per_position)
 
@@ -149,7 +153,7 @@ def load_runs(workdir: str) -> list[Run]:
 
 def unfinished_runs(workdir: str) -> list[str]:
     """Run directories under `workdir/runs` without a result (interrupted or still training)."""
-    return [path for path in _run_dirs(workdir) if not os.path.exists(os.path.join(path, run_directory.RESULT_FILE))]
+    return [path for path in _run_dirs(workdir) if not is_finished(path)]
 
 
 class FloorKey(NamedTuple):
