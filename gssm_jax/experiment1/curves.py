@@ -1,20 +1,25 @@
 """Summaries of one run's learning curve (excess loss against tokens seen), and bands across runs.
 
 A curve is the run's eval records: `tokens` (training tokens seen at each eval) and `excess` (held-out
-excess loss over the exact entropy rate, nats/token). Three numbers summarise it:
+excess loss over the exact entropy rate, nats/token). Its summaries:
 
 * the final excess loss (the last eval);
 * `tokens_to_reach`: tokens seen when the excess first falls to a stated value, linearly interpolated
   between the two evals around the crossing; +inf (censored) when it never does;
-* `convergence`: the least-squares slope of excess against tokens over the last fraction of training,
-  its standard error, and whether it is still falling (slope significantly negative, one-sided,
-  *and* a fitted drop across the window that matters: at least a stated fraction of the excess at the
-  window's start, so a significant but negligible creep at the end of a decayed schedule does not count).
+* `doubling_gain`: whether the run still improves, judged after a full learning-rate cool-down: the excess
+  of a branch cooled down at half the budget against the run's own (cooled-down) end. Under a decayed
+  schedule the end of the curve is flat by construction, so only cooled-down values are comparable;
+* `convergence`, the fallback for runs without cool-down branches: the least-squares slope of excess
+  against tokens over the last fraction of training, its standard error, and whether it is still falling
+  (slope significantly negative, one-sided, *and* a fitted drop across the window of at least a stated
+  fraction of the excess at the window's start). It cannot see a run that a decayed learning rate has
+  flattened but that more tokens would still improve.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -95,6 +100,103 @@ def convergence(tokens: np.ndarray, excess: np.ndarray, *, window: float, level:
     drop_fraction = float(drop / abs(start)) if start != 0 else math.copysign(math.inf, drop)
     return Convergence(points, float(fit.slope), float(fit.stderr), p_value, drop_fraction,
                        bool(p_value < level and drop_fraction >= min_drop))
+
+
+class DoublingGain(NamedTuple):
+    """What doubling the budget bought, both ends after a full learning-rate cool-down.
+
+    Attributes:
+      tokens_half, excess_half: tokens and excess loss (nats/token) at the end of the half-budget branch.
+      tokens_full, excess_full: the same at the end of the run.
+      stderr_full: standard error of `excess_full` (over held-out sequences), nats/token.
+      gain: relative gain 1 - excess_full / excess_half (nan when excess_half <= 0: nothing left to gain).
+      still_improving: gain >= min_gain and the drop excess_half - excess_full > noise * stderr_full.
+    """
+
+    tokens_half: float
+    excess_half: float
+    tokens_full: float
+    excess_full: float
+    stderr_full: float
+    gain: float
+    still_improving: bool
+
+
+def doubling_gain(tokens_half: float, excess_half: float, tokens_full: float, excess_full: float,
+                  stderr_full: float, *, min_gain: float, noise: float) -> DoublingGain:
+    """`DoublingGain` of the cooled-down excess at half the budget and at the whole budget.
+
+    Args:
+      min_gain: the smallest relative gain from doubling the tokens that counts as still improving.
+      noise: the drop must also exceed this many standard errors of the final excess (else it is noise).
+    """
+    gain = 1 - excess_full / excess_half if excess_half > 0 else math.nan
+    drop = excess_half - excess_full
+    improving = bool(gain >= min_gain and drop > noise * (stderr_full if math.isfinite(stderr_full) else 0.0))
+    return DoublingGain(float(tokens_half), float(excess_half), float(tokens_full), float(excess_full),
+                        float(stderr_full), float(gain), improving)
+
+
+class Improvement(NamedTuple):
+    """Whether a run, or a side's mean, still improves at the end of its budget.
+
+    Attributes:
+      method: "cool-down" (the excess after a full cool-down at half and at the whole budget), "end slope" (no
+        cool-down branches: `convergence` over the end of training) or "not checked".
+      still_improving: the verdict (None: not checked).
+      gain: the cool-down numbers (method "cool-down"), else None.
+      slope: the end-slope fit of a run (method "end slope"), else None.
+      runs_improving, runs_checked: a side's runs still improving / checked (1 or 0 for one run).
+    """
+
+    method: str
+    still_improving: bool | None
+    gain: DoublingGain | None = None
+    slope: Convergence | None = None
+    runs_improving: int = 0
+    runs_checked: int = 0
+
+
+def run_improvement(tokens: np.ndarray, excess: np.ndarray, cooldowns: Sequence[tuple[float, float, float]], *,
+                    min_gain: float, noise: float, window: float, level: float, min_drop: float) -> Improvement:
+    """`Improvement` of one run: by `doubling_gain` when it has cool-down ends, else by `convergence`.
+
+    Args:
+      tokens, excess: the curve, (evals,) each.
+      cooldowns: (tokens seen, excess, its standard error) at each cooled-down end, sorted by tokens, the run's
+        own end last; the branch nearest half of the run's tokens is compared with the end.
+      min_gain, noise: `doubling_gain`'s; window, level, min_drop: `convergence`'s.
+    """
+    if len(cooldowns) >= 2:
+        end = cooldowns[-1]
+        half = min(cooldowns[:-1], key=lambda branch: abs(branch[0] - end[0] / 2))
+        gain = doubling_gain(half[0], half[1], *end, min_gain=min_gain, noise=noise)
+        return Improvement("cool-down", gain.still_improving, gain, None, int(gain.still_improving), 1)
+    if len(tokens) == 0:
+        return Improvement("not checked", None)
+    fit = convergence(tokens, excess, window=window, level=level, min_drop=min_drop)
+    return Improvement("end slope", fit.still_falling, None, fit, int(fit.still_falling is True),
+                       int(fit.still_falling is not None))
+
+
+def side_improvement(improvements: Sequence[Improvement], *, min_gain: float, noise: float) -> Improvement:
+    """`Improvement` of a side's mean over its runs.
+
+    With every run cooled down: `doubling_gain` of the mean excess at half and at the whole budget (the standard
+    error of the mean from the runs' own, independent runs). Else the end-slope verdicts of its runs: still
+    improving when at least half of the checked runs are.
+    """
+    improving, checked = sum(i.runs_improving for i in improvements), sum(i.runs_checked for i in improvements)
+    if improvements and all(i.method == "cool-down" for i in improvements):
+        gains = [i.gain for i in improvements]
+        mean = {field: float(np.mean([getattr(g, field) for g in gains]))
+                for field in ("tokens_half", "excess_half", "tokens_full", "excess_full")}
+        stderr = math.sqrt(sum(g.stderr_full**2 for g in gains)) / len(gains)
+        gain = doubling_gain(**mean, stderr_full=stderr, min_gain=min_gain, noise=noise)
+        return Improvement("cool-down", gain.still_improving, gain, None, improving, checked)
+    if not checked:
+        return Improvement("not checked", None)
+    return Improvement("end slope", improving >= checked / 2, None, None, improving, checked)
 
 
 class Band(NamedTuple):

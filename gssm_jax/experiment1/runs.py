@@ -1,12 +1,16 @@
-"""The finished runs of a sweep, read from their run directories (no JAX, no training stack).
+"""What a sweep wrote, read for the report: finished runs, n-gram baselines, calibrations, learning-rate choices.
 
-A run directory ends in `<graph>/<side>/seed<k>/<model>/` anywhere under `WORKDIR/runs/` (the sweep
-writes `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model>/`; older sweeps had no `<measure>/` level).
-Each run is grouped by `Group`: its graph, matching measure, learner and model size. The measure is the
-`<measure>/` folder when there is one (a run shared by two measures is a link in the second one's folder),
-else the run's `config.json` `experiment1.cell.measure` or `calibration.measure`, else `DEFAULT_MEASURE`;
-the learner and model size are `experiment1.cell.learner` and `.size` (or `model.kind` and the folder name;
-`DEFAULT_LEARNER` when absent). The n-gram floors the sweep writes per seed folder are read by `load_floors`.
+No JAX, no training stack. The files and their contracts (PLAN.md):
+
+* runs (contract 5): `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model entry>/`, read through `read_run`;
+  each run's group (`Group`: graph, matching measure, learner, model size) is its `<measure>/` folder (a run
+  shared by two measures is a link in the second one's folder) and its config's `experiment1.cell`
+  (`learner`, `size`), which the sweep writes;
+* baselines (contract 7): `<seed folder>/ngram.json`, one per (measure, graph, side, seed): the n-gram model,
+  the unigram model, the memorisation fractions and the n-gram curve (`load_floors`);
+* calibrations (contract 6): `WORKDIR/calibration/<graph>.<measure>.json`, each seed's pair and its mismatch;
+* learning rates (contract 10): `WORKDIR/learning_rates.json`, the grid and the choice per
+  `<measure>/<graph>/<model entry>` (`load_learning_rates`).
 """
 
 from __future__ import annotations
@@ -15,19 +19,53 @@ import dataclasses
 import glob
 import json
 import os
-import re
 from typing import NamedTuple
 
 import numpy as np
 
+from gssm_jax.errors import UserError
 from gssm_jax.experiment1.floors import FLOOR_FILE
 from gssm_jax.training import evaluation, run_directory
 
 EXCESS = "eval/excess_loss_nats_per_token"
+EXCESS_STDERR = "eval/excess_loss_standard_error"
 ENTROPY = "eval/entropy_nats_per_token"
-DEFAULT_MEASURE = "entropy"  # the sweep's default calibration.measure
-DEFAULT_LEARNER = "transformer"  # the only learner before config.model.kind existed
-_RUN_PATH = re.compile(r"(?:^|/)(?P<graph>[^/]+)/(?P<side>[^/]+)/seed(?P<seed>\d+)/(?P<model>[^/]+)$")
+LEARNING_RATES_FILE = "learning_rates.json"
+
+
+def _read_json(path: str):
+    with open(path) as file:
+        return json.load(file)
+
+
+class RunFiles(NamedTuple):
+    """A run directory's files: config dict, eval records, result (None: unfinished), per-position arrays or None."""
+
+    config: dict
+    evals: list[dict]
+    result: dict | None
+    per_position: dict[str, np.ndarray] | None
+
+
+def is_finished(path: str) -> bool:
+    """Whether the run in `path` has finished (its result is written). Stand-in for contract 5's
+    `run_directory.is_finished`: when that lands, this becomes `is_finished = run_directory.is_finished`."""
+    return os.path.exists(os.path.join(path, run_directory.RESULT_FILE))
+
+
+def read_run(path: str) -> RunFiles:
+    """The files of one run directory. Stand-in for contract 5's `run_directory.read_run`, with its signature:
+    when that lands, this function becomes `read_run = run_directory.read_run`."""
+    config_path, result_path = (os.path.join(path, name) for name in (run_directory.CONFIG_FILE,
+                                                                      run_directory.RESULT_FILE))
+    config = _read_json(config_path) if os.path.exists(config_path) else {}
+    per_position = None
+    if os.path.exists(os.path.join(path, run_directory.PER_POSITION_FILE)):
+        with np.load(os.path.join(path, run_directory.PER_POSITION_FILE)) as saved:
+            per_position = {name: saved[name] for name in saved.files}
+    evals = [record for record in run_directory.read_metrics(path) if EXCESS in record]  # the eval records
+    result = _read_json(result_path) if os.path.exists(result_path) else None
+    return RunFiles(config, evals, result, per_position)
 
 
 class Group(NamedTuple):
@@ -44,10 +82,10 @@ class Run:
     """One finished run.
 
     Attributes:
-      group, side, seed: where it sits in the sweep.
+      group, side, seed, entry: where it sits in the sweep (`entry`: the model entry, its folder name).
       path: its run directory.
-      result: its `result.json`.
-      tokens: float64 (evals,) training tokens seen at each eval record of `metrics.jsonl`.
+      result: its `result.json` (`cooldowns`, contract 3, and `learning_rate`, contract 10, when recorded).
+      tokens: float64 (evals,) training tokens seen at each eval record.
       excess: float64 (evals,) held-out excess loss at those evals, nats/token.
       per_position: the arrays of `per_position.npz` (`steps`, `model_loss`, `optimal_loss`), or None.
     """
@@ -55,6 +93,7 @@ class Run:
     group: Group
     side: str
     seed: int
+    entry: str
     path: str
     result: dict
     tokens: np.ndarray
@@ -71,58 +110,54 @@ class Run:
         """Exact entropy rate of the held-out sequences, nats/token."""
         return float(self.result[ENTROPY])
 
-
-def _group(path: str, graph: str, model: str, measure: str | None) -> Group:
-    config_path = os.path.join(path, run_directory.CONFIG_FILE)
-    config = {}
-    if os.path.exists(config_path):
-        with open(config_path) as file:
-            config = json.load(file)
-    cell = config.get("experiment1", {}).get("cell", {})
-    measure = measure or cell.get("measure") or config.get("calibration", {}).get("measure", DEFAULT_MEASURE)
-    learner = cell.get("learner") or config.get("model", {}).get("kind", DEFAULT_LEARNER)
-    return Group(graph, measure, learner, cell.get("size", model))
+    @property
+    def cooldowns(self) -> list[dict]:
+        """`result.json["cooldowns"]` sorted by step (contract 3), [] for a run without cool-down branches."""
+        return sorted(self.result.get("cooldowns") or [], key=lambda record: record["step"])
 
 
-def load_run(path: str, measure: str | None = None) -> Run | None:
-    """The finished run in `path`, or None when `path` is not a `<graph>/<side>/seed<k>/<model>` run directory.
-
-    measure: the matching measure of the run's `runs/<measure>/` folder, if any (else read from config.json).
-    """
-    match = _RUN_PATH.search(path.replace(os.sep, "/"))
-    if match is None or not os.path.exists(os.path.join(path, run_directory.RESULT_FILE)):
-        return None
-    per_position = None
-    if os.path.exists(os.path.join(path, run_directory.PER_POSITION_FILE)):
-        with np.load(os.path.join(path, run_directory.PER_POSITION_FILE)) as saved:
-            per_position = {name: saved[name] for name in saved.files}
-    evals = [record for record in run_directory.read_metrics(path) if EXCESS in record]
-    return Run(_group(path, match["graph"], match["model"], measure), match["side"], int(match["seed"]), path,
-               run_directory.read_result(path), np.array([record["tokens_seen"] for record in evals], np.float64),
-               np.array([record[EXCESS] for record in evals], np.float64), per_position)
+def _parts(workdir: str, path: str) -> list[str]:
+    return os.path.relpath(path, os.path.join(workdir, "runs")).split(os.sep)
 
 
 def _run_dirs(workdir: str) -> list[str]:
-    """Every directory under `workdir/runs` that looks like `.../seed<k>/<model>` (not a seed folder's loss cache)."""
-    pattern = os.path.join(workdir, "runs", "**", "seed*", "*")
-    return sorted(path for path in glob.glob(pattern, recursive=True)
-                  if os.path.isdir(path) and os.path.basename(path) != evaluation.OPTIMAL_CACHE_DIR)
+    """Every `runs/<measure>/<graph>/<side>/seed<k>/<entry>` directory (not a seed folder's loss cache)."""
+    pattern = os.path.join(workdir, "runs", "*", "*", "*", "seed*", "*")
+    return sorted(path for path in glob.glob(pattern) if os.path.isdir(path)
+                  and os.path.basename(path) != evaluation.OPTIMAL_CACHE_DIR
+                  and _parts(workdir, path)[3].removeprefix("seed").isdigit())
 
 
-def _folder_measure(workdir: str, path: str) -> str | None:
-    """The `<measure>` of `workdir/runs/<measure>/<graph>/<side>/seed<k>/<model>`, None without that level."""
-    parts = os.path.relpath(path, os.path.join(workdir, "runs")).split(os.sep)
-    return parts[0] if len(parts) == 5 else None
+def load_run(workdir: str, path: str) -> Run | None:
+    """The finished run in `path` (a directory of `_run_dirs(workdir)`), None while it is unfinished."""
+    measure, graph, side, seed, entry = _parts(workdir, path)
+    if not is_finished(path):
+        return None
+    files = read_run(path)
+    cell = files.config.get("experiment1", {}).get("cell")
+    if not cell:
+        raise UserError(f"{path}/{run_directory.CONFIG_FILE} has no experiment1.cell: not a run of the sweep; move it "
+                        f"out of {os.path.join(workdir, 'runs')}")
+    evals = [record for record in files.evals if EXCESS in record]
+    tokens = np.array([record["tokens_seen"] for record in evals], np.float64)
+    excess = np.array([record[EXCESS] for record in evals], np.float64)
+    return Run(Group(graph, measure, cell["learner"], cell["size"]), side, int(seed.removeprefix("seed")), entry,
+               path, files.result, tokens, excess, files.per_position)
 
 
 def load_runs(workdir: str) -> list[Run]:
-    """Every finished run (one with `result.json`) under `workdir/runs`, sorted by group, side and seed."""
-    runs = [load_run(path, _folder_measure(workdir, path)) for path in _run_dirs(workdir)]
+    """Every finished run under `workdir/runs`, sorted by group, side and seed."""
+    runs = [load_run(workdir, path) for path in _run_dirs(workdir)]
     return sorted((run for run in runs if run is not None), key=lambda run: (run.group, run.side, run.seed))
 
 
+def unfinished_runs(workdir: str) -> list[str]:
+    """Run directories under `workdir/runs` without a result (interrupted or still training)."""
+    return [path for path in _run_dirs(workdir) if not is_finished(path)]
+
+
 class FloorKey(NamedTuple):
-    """Where an n-gram floor sits: the data of one (measure, graph, side, seed)."""
+    """Where an n-gram baseline sits: the data of one (measure, graph, side, seed)."""
 
     measure: str
     graph: str
@@ -134,24 +169,22 @@ def load_floors(workdir: str) -> dict[FloorKey, dict]:
     """`{FloorKey: the ngram.json record}` of every `workdir/runs/<measure>/<graph>/<side>/seed<k>/ngram.json`."""
     floors = {}
     for path in sorted(glob.glob(os.path.join(workdir, "runs", "*", "*", "*", "seed*", FLOOR_FILE))):
-        if not os.path.exists(path):  # a link to a floor not computed yet
-            continue
-        measure, graph, side, seed = os.path.relpath(path, os.path.join(workdir, "runs")).split(os.sep)[:4]
-        with open(path) as file:
-            floors[FloorKey(measure, graph, side, int(seed.removeprefix("seed")))] = json.load(file)
+        if os.path.exists(path):  # else a link to a baseline not computed yet
+            measure, graph, side, seed = _parts(workdir, path)[:4]
+            floors[FloorKey(measure, graph, side, int(seed.removeprefix("seed")))] = _read_json(path)
     return floors
-
-
-def unfinished_runs(workdir: str) -> list[str]:
-    """Run directories under `workdir/runs` without `result.json` (interrupted or still training)."""
-    return [path for path in _run_dirs(workdir) if not os.path.exists(os.path.join(path, run_directory.RESULT_FILE))]
 
 
 def load_calibrations(workdir: str) -> dict[tuple[str, str], dict]:
     """`{(graph, measure): calibration record}` from `workdir/calibration/<graph>.<measure>.json`."""
     records = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "calibration", "*.json"))):
-        with open(path) as file:
-            record = json.load(file)
+    for path in sorted(glob.glob(os.path.join(workdir, "calibration", "*.*.json"))):
+        record = _read_json(path)
         records[record["settings"]["graph"], record["settings"]["measure"]] = record
     return records
+
+
+def load_learning_rates(workdir: str) -> dict[str, dict]:
+    """`{"<measure>/<graph>/<model entry>": {"grid", "seeds", "validation_loss_nats_per_token", "chosen"}}`, or {}."""
+    path = os.path.join(workdir, LEARNING_RATES_FILE)
+    return _read_json(path) if os.path.exists(path) else {}

@@ -81,3 +81,59 @@ def test_band_is_the_pointwise_t_interval_on_shared_tokens():
     half_width = stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3)  # sample std 0.1 at every point
     np.testing.assert_allclose(band.high - band.mean, half_width)
     np.testing.assert_allclose(band.mean - band.low, half_width)
+
+
+RULE = {"min_gain": 0.1, "noise": 2.0}
+
+
+def test_doubling_gain_is_the_relative_drop_between_the_cooled_down_ends():
+    gain = curves.doubling_gain(1e8, 0.5, 2e8, 0.4, 0.01, **RULE)
+    assert gain.gain == pytest.approx(0.2) and gain.still_improving
+    assert not curves.doubling_gain(1e8, 0.5, 2e8, 0.46, 0.01, **RULE).still_improving  # 8% < 10%
+    assert not curves.doubling_gain(1e8, 0.05, 2e8, 0.03, 0.015, **RULE).still_improving  # 40%, but 0.02 < 2 SE
+    assert curves.doubling_gain(1e8, 0.05, 2e8, 0.03, 0.009, **RULE).still_improving
+    flat = curves.doubling_gain(1e8, -0.001, 2e8, -0.002, 0.001, **RULE)  # at the entropy rate already
+    assert math.isnan(flat.gain) and not flat.still_improving
+
+
+def the_flat_cosine_run() -> tuple[np.ndarray, np.ndarray]:
+    """The issue's run: a cosine-schedule curve that falls only 3.4% over its last fifth (1.38 -> 1.33)."""
+    excess = np.where(TOKENS < 16_000, 2.0 - 0.62 * TOKENS / 16_000, 1.38 - 0.05 * (TOKENS - 16_000) / 4_000)
+    return TOKENS, excess
+
+
+def test_a_run_that_halves_its_excess_with_4x_the_tokens_is_still_improving():
+    tokens, excess = the_flat_cosine_run()
+    assert 1 - excess[-1] / excess[tokens >= 16_000][0] == pytest.approx(0.05 / 1.38)  # 3.6% (the issue: 3.4%)
+    slope_only = curves.run_improvement(tokens, excess, [], window=0.2, level=0.05, min_drop=0.05, **RULE)
+    assert slope_only.method == "end slope" and slope_only.still_improving is False  # the end slope cannot see it
+    # Full cool-downs at B/2 and B: excess 1.33 sqrt 2 = 1.88 and 1.33 (halving with 4x the tokens: gain 29.3%).
+    cooldowns = [(10_000.0, 1.33 * math.sqrt(2), 0.01), (20_000.0, 1.33, 0.01)]
+    found = curves.run_improvement(tokens, excess, cooldowns, window=0.2, level=0.05, min_drop=0.05, **RULE)
+    assert found.method == "cool-down" and found.still_improving is True
+    assert found.gain.gain == pytest.approx(1 - 2**-0.5) and found.gain.tokens_half == 10_000
+
+
+def test_the_branch_nearest_half_the_budget_is_compared_with_the_end():
+    cooldowns = [(2_500.0, 3.0, 0.01), (10_000.0, 1.0, 0.01), (20_000.0, 0.95, 0.01)]
+    found = curves.run_improvement(TOKENS, np.linspace(3, 0.95, TOKENS.size), cooldowns, window=0.2, level=0.05,
+                                   min_drop=0.05, **RULE)
+    assert found.gain.excess_half == 1.0 and found.still_improving is False  # 5% from B/2, whatever B/4 was
+
+
+def test_a_side_is_judged_on_its_mean_cooled_down_excess():
+    runs = [curves.run_improvement(TOKENS, np.ones(TOKENS.size), [(10_000.0, half, 0.02), (20_000.0, 1.0, 0.02)],
+                                   window=0.2, level=0.05, min_drop=0.05, **RULE) for half in (1.05, 1.25)]
+    side = curves.side_improvement(runs, **RULE)
+    assert [run.still_improving for run in runs] == [False, True]
+    assert side.gain.excess_half == pytest.approx(1.15) and side.gain.gain == pytest.approx(1 - 1 / 1.15)
+    assert side.gain.stderr_full == pytest.approx(math.sqrt(2 * 0.02**2) / 2)  # of the mean of 2 independent runs
+    assert side.still_improving and (side.runs_improving, side.runs_checked) == (1, 2)
+    # Without cool-down branches the side follows its runs' end slopes: at least half still falling.
+    falling = curves.run_improvement(TOKENS, 2.0 * np.exp(-TOKENS / 30_000), [], window=0.2, level=0.05,
+                                     min_drop=0.05, **RULE)
+    flat = curves.run_improvement(TOKENS, 0.1 + 0.9 * np.exp(-TOKENS / 2000), [], window=0.2, level=0.05,
+                                  min_drop=0.05, **RULE)
+    assert curves.side_improvement([falling, flat], **RULE).still_improving is True
+    assert curves.side_improvement([flat, flat, falling], **RULE).still_improving is False
+    assert curves.side_improvement([falling, runs[0]], **RULE).method == "end slope"  # mixed: the fallback
