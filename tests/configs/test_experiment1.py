@@ -86,7 +86,7 @@ def test_graph_and_side_restrict_the_sweep_and_set_the_single_run():
     ("graph=grid", "graph='grid': valid values are all, four_by_four, eight_by_four, chain"),
     ("side=left", "side='left': valid values are both, small_alpha_x, small_alpha_z"),
     ("match=bz2", "match='bz2': valid values are entropy, gzip, both"),
-    ("size=huge", "size='huge': valid values are cpu, medium, paper, tiny"),
+    ("size=huge", "size='huge': valid values are tiny, cpu, medium, gpu, paper"),
     ("learners=gpt", "learners='gpt': give all or kinds joined by \\+ from transformer, mamba"),
     ("free_alpha=0", "free_alpha=0.0: must be a Dirichlet concentration > 0"),
     ("free_alpha=x", "free_alpha='x': expected a float"),
