@@ -40,6 +40,16 @@ def floor_path(seed_dir: str) -> str:
     return os.path.join(seed_dir, FLOOR_FILE)
 
 
+def read_floor(seed_dir: str) -> dict | None:
+    """The cached record of a seed folder, or None when there is none or it is of an older format (lacks a key)."""
+    path = floor_path(seed_dir)
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        record = json.load(file)
+    return record if set(RECORD_KEYS) <= set(record) else None
+
+
 def floor_record(stream: Batches, heldout: np.ndarray, vocab_size: int, budget: int,
                  max_tokens: int | None = MAX_TRAIN_TOKENS) -> dict:
     """The ngram.json record of a run's data: the baseline counted on min(budget, max_tokens) stream tokens.
@@ -82,12 +92,9 @@ def ngram_floor(run: ml_collections.ConfigDict, seed_dir: str, max_tokens: int |
     Returns the `floor_record` of the run's stream and held-out set, counted on min(run budget, max_tokens)
     tokens, and writes it to `<seed_dir>/ngram.json`.
     """
-    path = floor_path(seed_dir)
-    if os.path.exists(path):
-        with open(path) as file:
-            record = json.load(file)
-        if set(RECORD_KEYS) <= set(record):  # a record of an older format is recomputed
-            return record
+    cached = read_floor(seed_dir)  # a record of an older format is recomputed
+    if cached is not None:
+        return cached
     from gssm_jax import parallel  # noqa: PLC0415
     from gssm_jax.gssm.graph import GraphSpec  # noqa: PLC0415 (JAX work only when not cached)
     from gssm_jax.training import loop  # noqa: PLC0415
@@ -97,5 +104,5 @@ def ngram_floor(run: ml_collections.ConfigDict, seed_dir: str, max_tokens: int |
     budget = run.train.num_steps * run.data.batch_size * run.data.length
     record = floor_record(stream, np.asarray(heldout), graph.vocab_size, budget, max_tokens)
     os.makedirs(seed_dir, exist_ok=True)
-    files.write_json(path, record)
+    files.write_json(floor_path(seed_dir), record)
     return record

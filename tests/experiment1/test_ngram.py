@@ -164,7 +164,9 @@ def test_seed_folder_record_is_cached_and_an_older_format_recomputed(tmp_path, m
     seed_dir = str(tmp_path / "seed0")
     with open(floors.floor_path(str(tmp_path)), "w") as file:
         json.dump({"order": 2, "nats_per_token": 1.0}, file)  # an older record: recomputed
+    assert floors.read_floor(str(tmp_path)) is None and floors.read_floor(seed_dir) is None
     record = floors.ngram_floor(run, str(tmp_path))
+    assert floors.read_floor(str(tmp_path)) == record
     assert record == floors.floor_record(_Stream(tokens, 8), heldout, 4, 5 * 8 * 12) and len(calls) == 1
     assert floors.ngram_floor(run, str(tmp_path)) == record and len(calls) == 1  # cached
     assert floors.ngram_floor(run, seed_dir, max_tokens=100)["train_tokens"] == 9 * 12 and len(calls) == 2
