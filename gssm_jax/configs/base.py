@@ -56,6 +56,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.data_seed = 1
     # "onfly": fresh sequences every step; "file": a dataset written by gssm-generate-data.
     config.data.source = "onfly"
+    # Where sequences start: "zeros" (every previous value 0 before the first token, composable-llm's) or
+    # "stationary" (the chain first runs data.burn_in unobserved steps; gssm_jax.gssm.initial_state).
+    config.data.initial_state = "zeros"
+    # Unobserved steps before the first token under initial_state "stationary" (>= 0; 256 mixes the Experiment 1
+    # graphs to < 1e-4 total variation except where both alphas are ~1e-3: gssm_jax.gssm.initial_state).
+    config.data.burn_in = 256
     # Dataset directory (source "file"); its graph, kernel seed (config.seed) and length must match this config.
     config.data.path = ml_collections.config_dict.placeholder(str)
     # Training sequences used (source "file"): the first num_sequences of the train split; 0 = all of them.

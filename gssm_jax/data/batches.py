@@ -5,7 +5,8 @@ devices as the stream's sharding says. Both streams are pure functions of `(seed
 resumed at any step sees exactly the batches an uninterrupted run would have seen.
 
 * `OnTheFlyBatches`: fresh sequences every step, sampled on the devices from
-  `keys.stream_key(key(data_seed), step)`.
+  `keys.stream_key(key(data_seed), step)`, from the initial state of `config.data.initial_state`
+  (`gssm_jax.gssm.initial_state`).
 * `FileBatches`: the first `num_sequences` training sequences of a dataset, shuffled per epoch
   (`epoch_permutation`); each device reads only its own rows from disk.
 """
@@ -23,6 +24,7 @@ from gssm_jax import keys, parallel
 from gssm_jax.data.load import ShardedSplit
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.initial_state import DEFAULT_BURN_IN, burn_in_steps
 from gssm_jax.sampling.sampler import sample_tokens
 from gssm_jax.sampling.tables import SamplingTables
 
@@ -38,7 +40,9 @@ class Batches(Protocol):
 class OnTheFlyBatches:
     """Fresh sequences every step, sampled on the mesh's devices from `keys.stream_key(data_key, step)`.
 
-    `tables` are the kernels' `sampling_tables`, built once for the whole run.
+    `tables` are the kernels' `sampling_tables`, built once for the whole run; `initial_state` and `burn_in`
+    are `config.data.initial_state` and `config.data.burn_in` (`sample_tokens`'s keywords; the defaults keep
+    the zero state).
     """
 
     graph: GraphSpec
@@ -47,11 +51,17 @@ class OnTheFlyBatches:
     length: int
     data_key: jax.Array
     mesh: jax.sharding.Mesh
+    initial_state: str = "zeros"
+    burn_in: int = DEFAULT_BURN_IN
+
+    def __post_init__(self):
+        burn_in_steps(self.initial_state, self.burn_in)
 
     def batch(self, step: int) -> jax.Array:
         """Tokens (batch_size, length) of step `step`, rows split over the mesh's "data" axis."""
         return sample_tokens(keys.stream_key(self.data_key, step), self.graph, self.tables, self.batch_size,
-                             self.length, sharding=parallel.batch_sharded(self.mesh))
+                             self.length, sharding=parallel.batch_sharded(self.mesh),
+                             initial_state=self.initial_state, burn_in=self.burn_in)
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,7 +4,10 @@ The latent state is the joint value of all hidden nodes; the predictor knows the
 conditions on every past token. Before step 0 every previous value is 0, so the belief starts as a
 point mass at all-zero hidden values and X[-1] = 0. Each step applies the transition one hidden
 node at a time, multiplies by the emission and normalises (the steps are spelled out in
-`gssm_jax.inference.factorised`).
+`gssm_jax.inference.factorised`). With `initial_state="stationary"` the sequences were emitted after
+`burn_in` unobserved steps (`gssm_jax.gssm.initial_state`): the belief of step 0 is then the exact
+distribution of the hidden values after those steps, the burn-in's tokens summed out
+(`factorised.burn_in_prior`), computed once per call and shared by every sequence.
 
 The (S, S) product transition is never formed: memory is O(batch x S) and the cost per token is
 about 2 x S x sum(hidden states) flops. Sequences are split over all devices (`shard_map`, one
@@ -42,6 +45,7 @@ from jax import lax
 
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import GraphSpec
+from gssm_jax.gssm.initial_state import DEFAULT_BURN_IN, burn_in_steps
 from gssm_jax.gssm.kernels import Kernels, conditional_table, sample_node_kernel
 from gssm_jax.inference import chains, factorised
 from gssm_jax.inference.factorised import pairwise_sum
@@ -105,7 +109,8 @@ class ContextEstimate(NamedTuple):
 # ---- public API ------------------------------------------------------------------------------------
 
 
-def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
+def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto",
+                 initial_state: str = "zeros", burn_in: int = DEFAULT_BURN_IN) -> jax.Array:
     """The Bayes-optimal next-token loss at every position, exactly.
 
     Args:
@@ -115,6 +120,9 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: 
       tokens: integer `(batch, length)` (uint8, int32 or int64) in [0, V), V = X's states; values outside
         raise a ValueError (checked outside `jit` only: traced tokens cannot be inspected).
       implementation: "auto" (by `jax.default_backend()`), "cpu" or "batched" (`IMPLEMENTATIONS`).
+      initial_state: how the sequences were sampled (`sample_tokens`' keyword, `config.data.initial_state`):
+        "zeros" (default) or "stationary", whose unobserved burn-in is summed out exactly.
+      burn_in: the burn-in steps under "stationary" (`config.data.burn_in`).
 
     Returns:
       `(batch, length)` float: `-log p(x_t | x_<t)` in nats per token; +inf where the sequence is
@@ -122,21 +130,27 @@ def token_losses(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: 
     """
     _check_exact(graph)
     tokens = _check_tokens(graph, tokens)
-    return _token_losses(graph, _tables(graph, kernels), tokens, implementation)
+    tables = _tables(graph, kernels)
+    return _token_losses(graph, tables, tokens, implementation, _prior(graph, tables, initial_state, burn_in))
 
 
-def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
+def negative_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto",
+                            initial_state: str = "zeros", burn_in: int = DEFAULT_BURN_IN) -> jax.Array:
     """`-log p(x_0..x_{T-1})` of every sequence, in nats per sequence (>= 0); arguments as `token_losses`."""
-    return _sequence_sums(token_losses(graph, kernels, tokens, implementation=implementation))
+    return _sequence_sums(token_losses(graph, kernels, tokens, implementation=implementation,
+                                       initial_state=initial_state, burn_in=burn_in))
 
 
-def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto") -> jax.Array:
+def log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, *, implementation: str = "auto",
+                   initial_state: str = "zeros", burn_in: int = DEFAULT_BURN_IN) -> jax.Array:
     """`log p(x_0..x_{T-1})` of every sequence, in nats per sequence (<= 0); arguments as `token_losses`."""
-    return -negative_log_likelihood(graph, kernels, tokens, implementation=implementation)
+    return -negative_log_likelihood(graph, kernels, tokens, implementation=implementation,
+                                    initial_state=initial_state, burn_in=burn_in)
 
 
 def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.Array,
-                           num_draws: int = DEFAULT_NUM_DRAWS) -> ContextEstimate:
+                           num_draws: int = DEFAULT_NUM_DRAWS, *, initial_state: str = "zeros",
+                           burn_in: int = DEFAULT_BURN_IN) -> ContextEstimate:
     """Monte Carlo estimate of the likelihood when `context` kernels are unknown to the predictor.
 
     For every sequence, `num_draws` kernels of each context node are drawn independently from the
@@ -150,10 +164,13 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
       tokens: integer `(batch, length)`.
       key: a `jax.random.key` for the draws.
       num_draws: number of prior draws per sequence (even, >= 2: for the standard error and the bias).
+      initial_state, burn_in: as `token_losses`; only "zeros" (or no burn-in) is implemented here, since a
+        context kernel unknown to the predictor would also shape the burn-in.
 
     Returns:
       a `ContextEstimate` (nats).
     """
+    _check_zeros(graph, initial_state, burn_in)
     if not _context_nodes(graph):
         raise UserError("context_log_likelihood: the graph has no context nodes; use log_likelihood (exact)")
     if num_draws < 2 or num_draws % 2:
@@ -166,7 +183,8 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
 
 
 def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array | None = None,
-                 num_draws: int | None = None, implementation: str = "auto") -> EntropyRate:
+                 num_draws: int | None = None, implementation: str = "auto", initial_state: str = "zeros",
+                 burn_in: int = DEFAULT_BURN_IN) -> EntropyRate:
     """Bayes-optimal loss of a batch in nats per token, with its standard error over sequences.
 
     Exact (up to float rounding) when the graph has no context nodes; otherwise a Monte Carlo
@@ -180,6 +198,7 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
       num_draws: prior draws per sequence for context nodes; None: DEFAULT_NUM_DRAWS, doubled (fresh
         draws from the same key) while the estimated bias exceeds the standard error, up to MAX_NUM_DRAWS.
       implementation: the exact pass's implementation (`token_losses`); context graphs use "cpu".
+      initial_state, burn_in: as `token_losses` (context graphs: "zeros" only).
 
     Returns:
       `EntropyRate(nats_per_token, standard_error, bias)`, scalars; check `bias` against `standard_error`
@@ -187,6 +206,7 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
     """
     tokens = _check_tokens(graph, tokens)
     if _context_nodes(graph):
+        _check_zeros(graph, initial_state, burn_in)
         if key is None:
             raise UserError(
                 f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know: "
@@ -200,7 +220,8 @@ def entropy_rate(graph: GraphSpec, kernels: Kernels, tokens, *, key: jax.Array |
             if num_draws is not None or draws >= MAX_NUM_DRAWS or bias <= rate.standard_error:
                 return rate._replace(bias=bias)
             draws *= 2
-    sequence_losses = negative_log_likelihood(graph, kernels, tokens, implementation=implementation)
+    sequence_losses = negative_log_likelihood(graph, kernels, tokens, implementation=implementation,
+                                              initial_state=initial_state, burn_in=burn_in)
     return _mean_and_standard_error(sequence_losses / tokens.shape[1])
 
 
@@ -221,6 +242,21 @@ def _check_exact(graph: GraphSpec) -> None:
             f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know; "
             "the exact forward pass does not apply: use context_log_likelihood or entropy_rate(..., key=...)"
         )
+
+
+def _check_zeros(graph: GraphSpec, initial_state: str, burn_in: int) -> None:
+    if burn_in_steps(initial_state, burn_in) and _context_nodes(graph):
+        raise UserError(f"config.data.initial_state='stationary' has no exact likelihood for graphs with context nodes "
+                        f"{list(_context_nodes(graph))} (their unknown kernels also shape the burn-in); use 'zeros'")
+
+
+def _prior(graph: GraphSpec, tables: dict[str, jax.Array], initial_state: str, burn_in: int) -> jax.Array | None:
+    """The hidden values' distribution at step 0 after the burn-in, `(S,)`; None for the zero state."""
+    steps = burn_in_steps(initial_state, burn_in)
+    return _burn_in_prior(graph.structure, tables, steps) if steps else None
+
+
+_burn_in_prior = jax.jit(factorised.burn_in_prior, static_argnames=("graph", "steps"))
 
 
 def _check_tokens(graph: GraphSpec, tokens) -> jax.Array:
@@ -281,24 +317,26 @@ def _chunk_size(graph: GraphSpec, kind: str, per_device: int, itemsize: int, imp
 
 
 def _forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                   per_sequence: frozenset[str], kind: str) -> jax.Array:
+                   per_sequence: frozenset[str], kind: str, prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(chunk, length)` of one chunk of sequences by pass `kind` (`_pass`), in nats per token."""
     if kind == "minor":
-        return chains.forward_minor(graph, tables, tokens)
+        return chains.forward_minor(graph, tables, tokens, prior)
     if kind == "blocks":
-        return chains.forward_blocks(graph, tables, tokens)
+        return chains.forward_blocks(graph, tables, tokens, prior)
     if kind == "batched_blocks":
-        return chains.forward_blocks_batched(graph, tables, tokens)
-    return factorised.forward_chunk(graph, tables, tokens, per_sequence)
+        return chains.forward_blocks_batched(graph, tables, tokens, prior)
+    return factorised.forward_chunk(graph, tables, tokens, per_sequence, prior)
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "per_sequence", "implementation"))
 def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                     per_sequence: frozenset[str] = frozenset(), implementation: str = "cpu") -> jax.Array:
+                     per_sequence: frozenset[str] = frozenset(), implementation: str = "cpu",
+                     prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(batch, length)`: sequences split over all devices, then into chunks on each.
 
     `tables[name]` has a leading batch axis for the names in `per_sequence`; `implementation` is
-    "cpu" or "batched" (`resolve_implementation`).
+    "cpu" or "batched" (`resolve_implementation`); `prior`: None (the zero state) or the hidden
+    values' distribution at step 0, `(S,)` (`factorised.burn_in_prior`), shared by every sequence.
     """
     batch, length = tokens.shape
     devices = jax.devices()[:batch]
@@ -315,20 +353,20 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
     shared = {name: table for name, table in tables.items() if name not in per_sequence}
     own = {name: pad(tables[name]) for name in per_sequence}
 
-    def device_losses(shared, own, tokens):
+    def device_losses(shared, own, tokens, prior):
         def split(array):
             return array.reshape(-1, chunk, *array.shape[1:])
 
         def run(chunk_inputs):
             chunk_tokens, chunk_tables = chunk_inputs
-            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, kind)
+            return _forward_chunk(graph, {**shared, **chunk_tables}, chunk_tokens, per_sequence, kind, prior)
 
         return lax.map(run, (split(tokens), jax.tree.map(split, own))).reshape(per_device, length)
 
     mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
     batch_spec = jax.P("data")
-    losses = jax.shard_map(device_losses, mesh=mesh, in_specs=(jax.P(), batch_spec, batch_spec),
-                           out_specs=batch_spec, check_vma=False)(shared, own, pad(tokens))
+    losses = jax.shard_map(device_losses, mesh=mesh, in_specs=(jax.P(), batch_spec, batch_spec, jax.P()),
+                           out_specs=batch_spec, check_vma=False)(shared, own, pad(tokens), prior)
     return losses[:batch]
 
 
@@ -340,7 +378,7 @@ def _cpu_parts(batch: int, implementation: str) -> int:
 
 
 def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                  implementation: str = "auto") -> jax.Array:
+                  implementation: str = "auto", prior: jax.Array | None = None) -> jax.Array:
     """`_chunked_forward`, with the batch cut into one equal piece per core on a single CPU device.
 
     A jitted call runs its sequential time loop on one thread; XLA:CPU runs separate calls on
@@ -351,14 +389,15 @@ def _token_losses(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Ar
     # Under a trace (token_losses inside the caller's jit) the pieces cannot run on host threads.
     parts = 1 if isinstance(tokens, jax.core.Tracer) else _cpu_parts(tokens.shape[0], implementation)
     if parts == 1:
-        return _chunked_forward(graph, tables, tokens, implementation=implementation)
+        return _chunked_forward(graph, tables, tokens, implementation=implementation, prior=prior)
     batch = tokens.shape[0]
     size = -(-batch // parts)
     padded = jnp.concatenate([tokens, jnp.zeros((size * parts - batch, tokens.shape[1]), tokens.dtype)])
 
     def piece(index):
         return jax.block_until_ready(
-            _chunked_forward(graph, tables, padded[index * size:(index + 1) * size], implementation=implementation))
+            _chunked_forward(graph, tables, padded[index * size:(index + 1) * size], implementation=implementation,
+                             prior=prior))
 
     with concurrent.futures.ThreadPoolExecutor(parts) as pool:
         losses = list(pool.map(piece, range(parts)))

@@ -17,7 +17,8 @@ layouts faster than the general pass of `gssm_jax.inference.factorised`:
 * `forward_blocks_batched`, the accelerator pass for any independent chains: the same blocks, every
   sequence of a chunk advanced together by one batched product per block and time step.
 
-Both return the token losses `-log p(x_t | x_<t)` in nats per token, as the general pass.
+All return the token losses `-log p(x_t | x_<t)` in nats per token, as the general pass, from the zero
+state or from a `prior` over the hidden values of step 0 (`factorised.burn_in_prior`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _node_matrices(graph: GraphSpec, tables: dict[str, jax.Array], name: str) ->
 # ---- sequences on the minor axis, one node per inner iteration ------------------------------------------
 
 
-def forward_minor(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array) -> jax.Array:
+def forward_minor(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                  prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(chunk, length)` in nats per token of `tokens (chunk, length)` (`independent_chains`).
 
     Every hidden node is padded to m = the largest state count (padded values have zero probability
@@ -62,6 +64,7 @@ def forward_minor(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Ar
     `(m,) * n + (chunk,)`; the inner loop advances the node on the first axis with its `(m, m, chunk)`
     matrices selected by X[t-1] and appends the new value as the last node axis, so after n
     iterations the layout is `hidden_order` again. Cost: O(m^n x n x m) multiply-adds per token.
+    `prior`: as `factorised.forward_chunk`'s (None: the zero state).
     """
     chunk = tokens.shape[0]
     names = graph.hidden_order
@@ -87,19 +90,28 @@ def forward_minor(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Ar
             new_belief = term if new_belief is None else new_belief + term
         return new_belief, jnp.roll(matrices, -1, axis=0)
 
-    def step(belief, token_pair):
-        previous_token, token = token_pair
-        matrices = jnp.take(transitions, previous_token, axis=-1)
-        belief, _ = lax.fori_loop(0, count, advance_node, (belief, matrices))
+    def observe(belief, token):
         belief = belief.reshape(states, chunk) * jnp.take(emission, token, axis=1, mode="fill", fill_value=jnp.nan)
         mass = jnp.sum(belief, axis=0)
         # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf), not 0/0.
         belief = jnp.where(mass > 0, belief / mass, belief)
         return belief.reshape(*(width,) * count, chunk), -jnp.log(mass)
 
-    belief = jnp.zeros((states, chunk), dtype).at[0].set(1).reshape(*(width,) * count, chunk)
-    _, losses = lax.scan(step, belief, (previous_tokens(tokens).T, tokens.T))
-    return losses.T
+    def step(belief, token_pair):
+        previous_token, token = token_pair
+        matrices = jnp.take(transitions, previous_token, axis=-1)
+        belief, _ = lax.fori_loop(0, count, advance_node, (belief, matrices))
+        return observe(belief, token)
+
+    if prior is None:
+        belief = jnp.zeros((states, chunk), dtype).at[0].set(1).reshape(*(width,) * count, chunk)
+        _, losses = lax.scan(step, belief, (previous_tokens(tokens).T, tokens.T))
+        return losses.T
+    sizes = tuple(graph.node(name).states for name in names)
+    start = jnp.pad(prior.astype(dtype).reshape(sizes), [(0, width - size) for size in sizes])
+    belief, first = observe(jnp.broadcast_to(start[..., None], (*(width,) * count, chunk)), tokens[:, 0])
+    _, losses = lax.scan(step, belief, (tokens[:, :-1].T, tokens[:, 1:].T))
+    return jnp.concatenate([first[None], losses]).T
 
 
 # ---- Kronecker blocks, batched matrix products ------------------------------------------------------------
@@ -147,7 +159,8 @@ def _block_contractions(count: int, lead: str = "") -> list[str]:
     return [f"{lead}{letters},{lead}{letter}z->{lead}{letters.replace(letter, 'z')}" for letter in letters]
 
 
-def forward_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array) -> jax.Array:
+def forward_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                   prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(chunk, length)` in nats per token of `tokens (chunk, length)` (`independent_chains`).
 
     The CPU pass. The transition of a block of nodes for a known X[t-1] is a Kronecker product,
@@ -158,38 +171,47 @@ def forward_blocks(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.A
     block's axis is contracted in place (an einsum that keeps the axis order): on 8x4/V64 that was
     ~20% faster than contracting the last axis and rotating it to the front with a transpose. The
     normalisation by the previous step's mass is folded into the emission multiply, which saves a
-    pass over the belief.
+    pass over the belief. `prior`: as `factorised.forward_chunk`'s (None: the zero state).
     """
     dtype = jnp.result_type(*tables.values())
     transitions, block_sizes, emission = _block_operators(graph, tables)
     contractions = _block_contractions(len(block_sizes))
 
-    def step(carry, token_pair):
-        belief, mass = carry  # belief: (*block_sizes,) with total `mass`, p(x_{t-1} | x_<t-1)
-        previous_token, token = token_pair
-        for contraction, transition in zip(contractions, transitions, strict=True):
-            belief = jnp.einsum(contraction, belief, transition[previous_token])  # (previous, next)
+    def observe(belief, mass, token):
         # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf), not 0/0.
         scale = jnp.where(mass > 0, 1 / mass, 1)
         belief = belief * (jnp.take(emission, token, axis=0, mode="fill", fill_value=jnp.nan) * scale)
         mass = jnp.sum(belief)
         return (belief, mass), -jnp.log(mass)
 
+    def step(carry, token_pair):
+        belief, mass = carry  # belief: (*block_sizes,) with total `mass`, p(x_{t-1} | x_<t-1)
+        previous_token, token = token_pair
+        for contraction, transition in zip(contractions, transitions, strict=True):
+            belief = jnp.einsum(contraction, belief, transition[previous_token])  # (previous, next)
+        return observe(belief, mass, token)
+
     def one_sequence(sequence_tokens):
-        start = jnp.zeros(block_sizes, dtype).at[(0,) * len(block_sizes)].set(1)
-        _, losses = lax.scan(step, (start, jnp.ones((), dtype)),
-                             (previous_tokens(sequence_tokens[None])[0], sequence_tokens))
-        return losses
+        if prior is None:
+            start = jnp.zeros(block_sizes, dtype).at[(0,) * len(block_sizes)].set(1)
+            _, losses = lax.scan(step, (start, jnp.ones((), dtype)),
+                                 (previous_tokens(sequence_tokens[None])[0], sequence_tokens))
+            return losses
+        carry, first = observe(prior.astype(dtype).reshape(block_sizes), jnp.ones((), dtype), sequence_tokens[0])
+        _, losses = lax.scan(step, carry, (sequence_tokens[:-1], sequence_tokens[1:]))
+        return jnp.concatenate([first[None], losses])
 
     return lax.map(one_sequence, tokens)
 
 
-def forward_blocks_batched(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array) -> jax.Array:
+def forward_blocks_batched(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
+                           prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(chunk, length)` in nats per token of `tokens (chunk, length)` (`independent_chains`).
 
     The accelerator pass: the same Kronecker blocks as `forward_blocks`, but every sequence of the
     chunk advances together, so a time step is one batched `(chunk, ..., s) x (chunk, s, s)` product
-    per block, the emission multiply and a sum, with no per-sequence loop.
+    per block, the emission multiply and a sum, with no per-sequence loop. `prior`: as
+    `factorised.forward_chunk`'s (None: the zero state).
     """
     chunk = tokens.shape[0]
     dtype = jnp.result_type(*tables.values())
@@ -197,17 +219,25 @@ def forward_blocks_batched(graph: GraphSpec, tables: dict[str, jax.Array], token
     contractions = _block_contractions(len(block_sizes), lead="Y")
     ones = (1,) * len(block_sizes)
 
-    def step(carry, token_pair):
-        belief, mass = carry  # belief: (chunk, *block_sizes) with total `mass (chunk,)`
-        previous_token, token = token_pair
-        for contraction, transition in zip(contractions, transitions, strict=True):
-            belief = jnp.einsum(contraction, belief, transition[previous_token])  # (chunk, previous, next)
+    def observe(belief, mass, token):
         # An impossible token leaves zero mass: keep the zero belief (every later loss is +inf), not 0/0.
         scale = jnp.where(mass > 0, 1 / mass, 1).reshape(chunk, *ones)
         belief = belief * (jnp.take(emission, token, axis=0, mode="fill", fill_value=jnp.nan) * scale)
         mass = jnp.sum(belief.reshape(chunk, -1), axis=1)
         return (belief, mass), -jnp.log(mass)
 
-    start = jnp.zeros((chunk, *block_sizes), dtype).at[(slice(None), *(0,) * len(block_sizes))].set(1)
-    _, losses = lax.scan(step, (start, jnp.ones((chunk,), dtype)), (previous_tokens(tokens).T, tokens.T))
-    return losses.T
+    def step(carry, token_pair):
+        belief, mass = carry  # belief: (chunk, *block_sizes) with total `mass (chunk,)`
+        previous_token, token = token_pair
+        for contraction, transition in zip(contractions, transitions, strict=True):
+            belief = jnp.einsum(contraction, belief, transition[previous_token])  # (chunk, previous, next)
+        return observe(belief, mass, token)
+
+    if prior is None:
+        start = jnp.zeros((chunk, *block_sizes), dtype).at[(slice(None), *(0,) * len(block_sizes))].set(1)
+        _, losses = lax.scan(step, (start, jnp.ones((chunk,), dtype)), (previous_tokens(tokens).T, tokens.T))
+        return losses.T
+    start = jnp.broadcast_to(prior.astype(dtype).reshape(block_sizes), (chunk, *block_sizes))
+    carry, first = observe(start, jnp.ones((chunk,), dtype), tokens[:, 0])
+    _, losses = lax.scan(step, carry, (tokens[:, :-1].T, tokens[:, 1:].T))
+    return jnp.concatenate([first[None], losses]).T

@@ -13,6 +13,10 @@ One step t on a chunk of sequences:
 2. **emission**: the belief is multiplied by `p(x_t | X's parents)`, broadcast over X's parent axes;
 3. **normalisation**: the total mass is `p(x_t | x_<t)`; dividing by it keeps the belief a
    distribution, so float32 is enough even with exact zeros in the tables and alpha down to 1e-4.
+
+Step 0 starts from the zero state (its transition reads all-zero previous values and X[-1] = 0), or,
+for sequences emitted after an unobserved burn-in (`gssm_jax.gssm.initial_state`), from `burn_in_prior`:
+the exact distribution of the hidden values after the burn-in, which replaces step 0's transition.
 """
 
 from __future__ import annotations
@@ -118,26 +122,38 @@ def _unroll(graph: GraphSpec) -> int:
     return 4 if graph.num_latent_states <= 4096 else 1
 
 
+def hidden_layout(belief: jax.Array, graph: GraphSpec) -> jax.Array:
+    """A belief `(..., S)` over the hidden values, C-order over `hidden_order`, on the layout
+    `(..., *reversed(hidden_order))` of `forward_chunk`."""
+    sizes = tuple(graph.node(name).states for name in graph.hidden_order)
+    lead = belief.ndim - 1
+    belief = belief.reshape(*belief.shape[:-1], *sizes)
+    return jnp.transpose(belief, (*range(lead), *reversed(range(lead, lead + len(sizes)))))
+
+
 def forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Array,
-                  per_sequence: frozenset[str]) -> jax.Array:
+                  per_sequence: frozenset[str], prior: jax.Array | None = None) -> jax.Array:
     """Token losses `(chunk, length)` in nats per token of one chunk of sequences `tokens (chunk, length)`.
 
     `tables[name]` is the conditional table of node `name` (`(*inputs, states)`), with a leading
-    chunk axis for the names in `per_sequence`.
+    chunk axis for the names in `per_sequence`. `prior`: None starts from the zero state (the first
+    step's transition from all-zero values and X[-1] = 0); else `(S,)`, the distribution of the hidden
+    values at step 0, C-order over `hidden_order` (`burn_in_prior`), which replaces that transition.
     """
     chunk = tokens.shape[0]
     dtype = jnp.result_type(*tables.values())
     contraction = _contraction(graph)
     sizes = tuple(graph.node(name).states for name in graph.hidden_order[::-1])
-    belief = jnp.zeros((chunk, math.prod(sizes)), dtype).at[:, 0].set(1).reshape((chunk, *sizes))
 
-    def step(belief, token_pair):
-        previous_token, token = token_pair
+    def transition(belief, previous_token):
         layout = graph.hidden_order[::-1]
         for name in graph.hidden_order:
             belief = _transition(belief, layout, graph, name, tables[name], previous_token, name in per_sequence,
                                  contraction)
             layout = (name, *layout[:-1])
+        return belief
+
+    def observe(belief, token):
         belief = belief * _emission(graph, tables[graph.observed], token, graph.observed in per_sequence)
         # A balanced tree keeps the float32 rounding of the sum over S states at O(eps log S).
         mass = pairwise_sum(belief.reshape(chunk, -1)).reshape((chunk,) + (1,) * len(sizes))
@@ -146,5 +162,49 @@ def forward_chunk(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax.Ar
         belief = jnp.where(mass > 0, belief / mass, belief)
         return belief, -jnp.log(mass.reshape(chunk))
 
-    _, losses = lax.scan(step, belief, (previous_tokens(tokens).T, tokens.T), unroll=_unroll(graph))
-    return losses.T
+    def step(belief, token_pair):
+        previous_token, token = token_pair
+        return observe(transition(belief, previous_token), token)
+
+    if prior is None:
+        belief = jnp.zeros((chunk, math.prod(sizes)), dtype).at[:, 0].set(1).reshape((chunk, *sizes))
+        _, losses = lax.scan(step, belief, (previous_tokens(tokens).T, tokens.T), unroll=_unroll(graph))
+        return losses.T
+    belief, first = observe(jnp.broadcast_to(hidden_layout(prior.astype(dtype), graph), (chunk, *sizes)),
+                            tokens[:, 0])
+    _, losses = lax.scan(step, belief, (tokens[:, :-1].T, tokens[:, 1:].T), unroll=_unroll(graph))
+    return jnp.concatenate([first[:, None], losses.T], axis=1)
+
+
+def burn_in_prior(graph: GraphSpec, tables: dict[str, jax.Array], steps: int) -> jax.Array:
+    """The distribution of the hidden values at the first emitted step after `steps` unobserved steps.
+
+    The chain starts from the zero state (all previous values 0, X[-1] = 0) and runs `steps` steps
+    whose tokens are not observed; the result is the distribution of the hidden values of step
+    `steps`, before its token: `(S,)`, C-order over `hidden_order`, in the tables' float dtype.
+    Computed exactly by propagating the joint distribution of (X[t-1], hidden values at t-1),
+    `(V, S)`, one hidden node at a time (the transition of `forward_chunk`, with the V token values
+    as its chunk), then summing over X[t-1] and multiplying by the emission: O(steps x V x S x sum
+    of states) flops. With `steps = 0` it is the first step's transition from the zero state.
+    """
+    tokens = jnp.arange(graph.vocab_size)
+    layout = graph.hidden_order[::-1]
+    sizes = tuple(graph.node(name).states for name in layout)
+    dtype = jnp.result_type(*tables.values())
+    contraction = _contraction(graph)
+    emission = _emission(graph, tables[graph.observed], tokens, False)  # (V, layout), p(X[t] = x | hidden)
+
+    def predict(joint):  # p(X[t-1], hidden[t-1]) (V, *layout) -> p(hidden[t]) (*layout)
+        current = layout
+        for name in graph.hidden_order:
+            joint = _transition(joint, current, graph, name, tables[name], tokens, False, contraction)
+            current = (name, *current[:-1])
+        return jnp.sum(joint, axis=0)
+
+    def step(_, joint):
+        joint = predict(joint)[None] * emission
+        return joint / jnp.sum(joint)  # a distribution: only float rounding to remove
+
+    start = jnp.zeros((graph.vocab_size, math.prod(sizes)), dtype).at[0, 0].set(1).reshape((-1, *sizes))
+    prior = predict(lax.fori_loop(0, steps, step, start))
+    return jnp.transpose(prior, tuple(reversed(range(len(sizes))))).reshape(-1)

@@ -4,6 +4,8 @@
 time (the factorisation, written with `np.einsum`); `dense_losses` multiplies the belief by the
 whole `(S, S)` product transition (`dense_transitions`), so it needs no factorisation at all and is for
 small graphs only. Both return `-log p(x_t | x_<t)` per token in nats, Python loops over time.
+`dense_burn_in_prior` is the dense oracle of the "stationary" initial state's step-0 distribution, which
+`dense_losses(..., prior=...)` starts from.
 """
 
 from __future__ import annotations
@@ -75,16 +77,40 @@ def dense_transitions(graph: GraphSpec, tables: dict[str, np.ndarray]) -> np.nda
     return matrix
 
 
-def dense_losses(graph: GraphSpec, tables: dict[str, np.ndarray], tokens: np.ndarray) -> np.ndarray:
-    """`-log p(x_t | x_<t)` `(batch, length)` in nats with the dense (S, S) product transition."""
-    transitions = dense_transitions(graph, tables)
+def _dense_emission(graph: GraphSpec, tables: dict[str, np.ndarray]) -> np.ndarray:
+    """`(S, V)`: `p(X = x | hidden values s)`, states C-order over `hidden_order`."""
     hidden = graph.hidden_order
-    sizes = [graph.node(name).states for name in hidden]
-    states = np.array(list(itertools.product(*(range(size) for size in sizes))))
+    states = np.array(list(itertools.product(*(range(graph.node(name).states) for name in hidden))))
     parents_of_x = graph.inputs(graph.observed)
-    emission = np.asarray(tables[graph.observed], np.float64)[tuple(states[:, hidden.index(p)] for p in parents_of_x)]
+    return np.asarray(tables[graph.observed], np.float64)[tuple(states[:, hidden.index(p)] for p in parents_of_x)]
+
+
+def dense_burn_in_prior(graph: GraphSpec, tables: dict[str, np.ndarray], steps: int) -> np.ndarray:
+    """`(S,)`: the hidden values' distribution at step `steps` of a chain started at the zero state, no token seen.
+
+    The joint `(V, S)` of (X[t-1], hidden[t-1]) is advanced by the dense transition of each token value and
+    summed over it, then multiplied by the emission: a Markov chain on (hidden, X) written out densely.
+    """
+    transitions = dense_transitions(graph, tables)
+    emission = _dense_emission(graph, tables)
+    joint = np.zeros((graph.vocab_size, transitions.shape[1]))
+    joint[0, 0] = 1.0
+    for _ in range(steps):
+        joint = np.einsum("xs,xsr->r", joint, transitions)[None] * emission.T
+    return np.einsum("xs,xsr->r", joint, transitions)
+
+
+def dense_losses(graph: GraphSpec, tables: dict[str, np.ndarray], tokens: np.ndarray,
+                 prior: np.ndarray | None = None) -> np.ndarray:
+    """`-log p(x_t | x_<t)` `(batch, length)` in nats with the dense (S, S) product transition.
+
+    prior: None starts from the zero state; else `(S,)`, the hidden values' distribution at step 0
+    (`dense_burn_in_prior`), which replaces the first step's transition.
+    """
+    transitions = dense_transitions(graph, tables)
+    emission = _dense_emission(graph, tables)
     batch, length = tokens.shape
-    belief = np.zeros((batch, len(states)))
+    belief = np.zeros((batch, len(emission)))
     belief[:, 0] = 1.0
     previous_token = np.zeros(batch, np.int64)
     losses = np.zeros((batch, length))
@@ -93,6 +119,8 @@ def dense_losses(graph: GraphSpec, tables: dict[str, np.ndarray], tokens: np.nda
         for value in np.unique(previous_token):
             rows = previous_token == value
             advanced[rows] = belief[rows] @ transitions[value]
+        if prior is not None and t == 0:
+            advanced = np.broadcast_to(np.asarray(prior, np.float64), belief.shape)
         belief = advanced * emission[:, tokens[:, t]].T
         mass = belief.sum(axis=1)
         belief = belief / mass[:, None]

@@ -1,9 +1,11 @@
 """The JAX sampler: token batches of a GSSM, jit-compiled, batch-parallel, sharded on device.
 
-Semantics are before the first step every previous value is 0; at step t each hidden
+Semantics: before the first step every previous value is 0; at step t each hidden
 node is drawn (in `graph.hidden_order`, so same-step hidden parents are already drawn) from its own
 previous value, its hidden parents at t and, for a parent X, the previous token X[t-1]; then X[t]
-is drawn from its parents at t. The emitted tokens are X[0..T-1].
+is drawn from its parents at t. The emitted tokens are X[0..T-1]. With `initial_state="stationary"`
+the chain first runs `burn_in` = B steps whose tokens are not emitted, and the emitted tokens are
+X[B..B+T-1] (`gssm_jax.gssm.initial_state`); the random words of step t are the same either way.
 
 Random bits are counter-based: node j of sequence b at step t uses word j % 2 of threefry-2x32
 (the generator behind `jax.random`, written here in plain uint32 ops, which XLA fuses and
@@ -45,6 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from gssm_jax import keys
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import GraphSpec, token_dtype
+from gssm_jax.gssm.initial_state import DEFAULT_BURN_IN, burn_in_steps
 from gssm_jax.gssm.kernels import Kernels, check_rows
 from gssm_jax.sampling.tables import LARGEST_WORD, SamplingTables, draw_from_thresholds, node_thresholds
 from gssm_jax.threefry import threefry_2x32
@@ -56,7 +59,8 @@ def _strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingTables, batch_size: int,
                      length: int, *,
-                     return_latents: bool = False, first_row: int | jax.Array = 0):
+                     return_latents: bool = False, first_row: int | jax.Array = 0, initial_state: str = "zeros",
+                     burn_in: int = DEFAULT_BURN_IN):
     """The pure sampler (not jitted): rows `first_row .. first_row + batch_size - 1` of the batch of `key`.
 
     Call it inside your own `jit` / `shard_map` (graph, batch_size, length static); `sample_tokens`
@@ -71,6 +75,9 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels | Sampli
       length: number of tokens T per sequence.
       return_latents: also return the hidden values.
       first_row: global index of the first sequence (selects the random counters).
+      initial_state: "zeros" (every previous value 0 before the first emitted token) or "stationary" (the
+        chain runs `burn_in` unobserved steps first); `gssm_jax.gssm.initial_state`.
+      burn_in: steps run before the first emitted token under "stationary" (static; ignored under "zeros").
 
     Returns:
       tokens `(batch_size, length)` (uint8 if X has <= 256 states, else int32), and with
@@ -111,8 +118,11 @@ def sample_tokens_fn(key: jax.Array, graph: GraphSpec, kernels: Kernels | Sampli
         emitted[graph.observed] = emitted[graph.observed].astype(token_dtype(graph.vocab_size))
         return (current, step_words(t + np.uint32(1))), emitted
 
-    initial = {name: jnp.zeros((batch_size,), jnp.int32) for name in names}
-    _, emitted = lax.scan(step, (initial, step_words(jnp.uint32(0))), jnp.arange(length, dtype=jnp.uint32))
+    carry = ({name: jnp.zeros((batch_size,), jnp.int32) for name in names}, step_words(jnp.uint32(0)))
+    steps = burn_in_steps(initial_state, burn_in)
+    if steps:  # the unobserved steps: nothing is emitted, so XLA drops the outputs of `step`
+        carry = lax.fori_loop(np.uint32(0), np.uint32(steps), lambda t, carry: step(carry, t)[0], carry)
+    _, emitted = lax.scan(step, carry, jnp.arange(steps, steps + length, dtype=jnp.uint32))
     emitted = {name: values.T for name, values in emitted.items()}
     tokens = emitted.pop(graph.observed)
     return (tokens, emitted) if return_latents else tokens
@@ -129,18 +139,21 @@ def _batch_axes(sharding: NamedSharding) -> tuple[str, ...]:
     return () if first is None else (first,) if isinstance(first, str) else tuple(first)
 
 
-@functools.partial(jax.jit, static_argnames=("graph", "batch_size", "length", "return_latents", "sharding"))
-def _sample_jitted(key, kernels, graph, batch_size, length, return_latents, sharding):
+@functools.partial(jax.jit, static_argnames=("graph", "batch_size", "length", "return_latents", "sharding",
+                                             "burn_in"))
+def _sample_jitted(key, kernels, graph, batch_size, length, return_latents, sharding, burn_in):
+    # burn_in: the resolved steps (0 under "zeros"), so both initial states with no burn-in share one compilation.
+    initial = {"initial_state": "stationary", "burn_in": burn_in}
     axes = () if sharding is None else _batch_axes(sharding)
     if not axes:
-        return sample_tokens_fn(key, graph, kernels, batch_size, length, return_latents=return_latents)
+        return sample_tokens_fn(key, graph, kernels, batch_size, length, return_latents=return_latents, **initial)
     shards = math.prod(sharding.mesh.shape[axis] for axis in axes)
     local = batch_size // shards
 
     def per_device(key, kernels):
         first_row = lax.axis_index(axes) * local
         return sample_tokens_fn(key, graph, kernels, local, length, return_latents=return_latents,
-                                first_row=first_row)
+                                first_row=first_row, **initial)
 
     spec = PartitionSpec(axes[0] if len(axes) == 1 else axes)
     out_specs = (spec, {name: spec for name in graph.hidden_order}) if return_latents else spec
@@ -150,7 +163,8 @@ def _sample_jitted(key, kernels, graph, batch_size, length, return_latents, shar
 
 def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingTables, batch_size: int,
                   length: int, *,
-                  return_latents: bool = False, sharding: NamedSharding | None = None):
+                  return_latents: bool = False, sharding: NamedSharding | None = None, initial_state: str = "zeros",
+                  burn_in: int = DEFAULT_BURN_IN):
     """Samples a batch of token sequences of the GSSM (jit-compiled; safe to call under an outer jit).
 
     Args:
@@ -164,6 +178,10 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
       return_latents: also return the hidden values.
       sharding: optional `NamedSharding(mesh, P("data"))`: each device samples its own rows on
         device; the result is bit-identical to `sharding=None`.
+      initial_state: "zeros" (default: every previous value 0 before the first emitted token) or
+        "stationary" (`burn_in` unobserved steps first; `gssm_jax.gssm.initial_state`), as
+        `config.data.initial_state`.
+      burn_in: steps run before the first emitted token under "stationary" (`config.data.burn_in`).
 
     Returns:
       tokens `(batch_size, length)`: uint8 if X has <= 256 states, else int32; with
@@ -176,9 +194,10 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
     for field, value in (("batch_size", batch_size), ("length", length)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise UserError(f"{field} must be a positive integer, got {value!r}")
-    if batch_size > 2**32 or length * -(-len(graph.nodes) // 2) > 2**32:
-        raise UserError(f"batch_size={batch_size}, length={length} exceed the sampler's 32-bit random counters; "
-                        "sample in several calls with different keys")
+    steps = burn_in_steps(initial_state, burn_in)
+    if batch_size > 2**32 or (steps + length) * -(-len(graph.nodes) // 2) > 2**32:
+        raise UserError(f"batch_size={batch_size}, length={length} (after {steps} burn-in steps) exceed the sampler's "
+                        "32-bit random counters; sample in several calls with different keys")
     if sharding is not None:
         shards = math.prod(sharding.mesh.shape[axis] for axis in _batch_axes(sharding))
         if batch_size % shards:
@@ -187,4 +206,4 @@ def sample_tokens(key: jax.Array, graph: GraphSpec, kernels: Kernels | SamplingT
     if not isinstance(kernels, SamplingTables):
         check_rows(graph, kernels)
     return _sample_jitted(key, kernels, graph.structure, int(batch_size), int(length), bool(return_latents),
-                          sharding)
+                          sharding, steps)

@@ -288,3 +288,62 @@ def test_graphs_differing_only_in_non_context_alphas_share_one_compilation():
         g = graph(alpha_x, 0.5)
         sampler.sample_tokens(jax.random.key(0), g, sample_kernels(jax.random.key(1), g), 4, 5)
     assert _sample_jitted._cache_size() == before + 1
+
+
+# ---- the initial state ------------------------------------------------------------------------------------
+
+
+def test_stationary_batches_are_the_tail_of_a_longer_zero_state_batch():
+    """Burn-in steps use the random words of steps 0..B-1, so the emitted tokens and latents are exactly steps
+    B.. of the zero-state chain; sharded or not."""
+    graph = _graph([{"name": "Z1", "states": 3, "alpha": 0.3, "parents": ["X"]},
+                    {"name": "Z2", "states": 2, "alpha": 0.3, "parents": ["Z1"]},
+                    {"name": "X", "states": 4, "alpha": 0.3, "parents": ["Z2", "Z1"]}])
+    kernels = sample_kernels(jax.random.key(30), graph)
+    sharding = parallel.batch_sharded(parallel.data_parallel_mesh())
+    tokens, latents = sampler.sample_tokens(jax.random.key(31), graph, kernels, 16, 10, return_latents=True,
+                                            initial_state="stationary", burn_in=7, sharding=sharding)
+    long_tokens, long_latents = sampler.sample_tokens(jax.random.key(31), graph, kernels, 16, 17, return_latents=True)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(long_tokens)[:, 7:])
+    for name in graph.hidden_order:
+        np.testing.assert_array_equal(np.asarray(latents[name]), np.asarray(long_latents[name])[:, 7:])
+    zeros = sampler.sample_tokens(jax.random.key(31), graph, kernels, 16, 10)
+    np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(31), graph, kernels, 16, 10,
+                                                                   initial_state="stationary", burn_in=0)),
+                                  np.asarray(zeros))
+    # Under "zeros" burn_in is ignored.
+    np.testing.assert_array_equal(np.asarray(sampler.sample_tokens(jax.random.key(31), graph, kernels, 16, 10,
+                                                                   burn_in=5)), np.asarray(zeros))
+
+
+def test_first_latents_follow_the_exact_burn_in_distribution():
+    """The hidden values of the first emitted step, over many sequences, against the dense Markov chain on (hidden,
+    X) after the burn-in (`numpy_forward.dense_burn_in_prior`, independent of the sampler): Pearson's chi-square
+    over the S joint values at FALSE_FAILURE_RATE; the zero state's first step is rejected by the same test."""
+    from gssm_jax.inference import numpy_forward  # noqa: PLC0415
+
+    graph = GraphSpec.from_config(experiment1_graph_config(2, 3, 4, 0.3, 0.3))
+    kernels = sample_kernels(jax.random.key(32), graph)
+    tables64 = {name: np.asarray(table, np.float64) for name, table in conditional_tables(graph, kernels).items()}
+    batch, burn_in = 20_000, 12
+    _, latents = sampler.sample_tokens(jax.random.key(33), graph, kernels, batch, 1, return_latents=True,
+                                       initial_state="stationary", burn_in=burn_in)
+    sizes = [graph.node(name).states for name in graph.hidden_order]
+    joint = np.ravel_multi_index([np.asarray(latents[name])[:, 0] for name in graph.hidden_order], sizes)
+    counts = np.bincount(joint, minlength=int(np.prod(sizes)))[None]
+    prior = numpy_forward.dense_burn_in_prior(graph, tables64, burn_in)
+    assert _chi_square_p_value(counts, (prior / prior.sum())[None]) > FALSE_FAILURE_RATE
+    first_step = numpy_forward.dense_burn_in_prior(graph, tables64, 0)
+    assert _chi_square_p_value(counts, (first_step / first_step.sum())[None]) < FALSE_FAILURE_RATE
+
+
+def test_initial_state_errors_name_the_field():
+    graph = GraphSpec.from_config(experiment1_graph_config(2, 2, 3, 0.5, 0.5))
+    kernels = sample_kernels(jax.random.key(0), graph)
+    with pytest.raises(ValueError, match="config.data.initial_state is 'random'; use one of zeros, stationary"):
+        sampler.sample_tokens(jax.random.key(0), graph, kernels, 2, 4, initial_state="random")
+    with pytest.raises(ValueError, match=r"config.data.burn_in is 2.5; use an integer >= 0"):
+        sampler.sample_tokens(jax.random.key(0), graph, kernels, 2, 4, initial_state="stationary", burn_in=2.5)
+    with pytest.raises(ValueError, match="after 4294967295 burn-in steps"):
+        sampler.sample_tokens(jax.random.key(0), graph, kernels, 2, 4, initial_state="stationary",
+                              burn_in=2**32 - 1)
