@@ -44,7 +44,8 @@ def test_experiment1_notebook_reproduces_the_report_on_a_fake_workdir(tmp_path):
     text = "".join(str(output.get("data", {}).get("text/markdown", "")) + str(output.get("text", ""))
                    for output in outputs)
     assert "| four_by_four | entropy | transformer | tiny | 3 | 0.1100 [0.0670, 0.1530]" in text
-    assert "**eight_by_four** (matched by entropy; transformer `tiny`; 3 seed pairs): **Ends lower: neither: the 95% CI of the paired difference includes 0**" in text
+    assert ("**eight_by_four** (matched by entropy; transformer `tiny`; 3 seed pairs): **Ends lower: neither: the 95% "
+            "CI of the paired difference includes 0**") in text
     assert "18 finished runs" in text
     assert sum("image/png" in output.get("data", {}) for output in outputs) >= 4  # 3 report plots + every run's curve
 
