@@ -32,7 +32,7 @@ from gssm_jax.difficulty.sides import get_side
 from gssm_jax.errors import check_names
 from gssm_jax.experiment1 import ensembles, tuning
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
-from gssm_jax.experiment1.floors import floor_path, ngram_floor
+from gssm_jax.experiment1.floors import floor_path, ngram_floor, read_floor
 from gssm_jax.experiment1.launchers import Log, RunOutcomes, SlurmOptions, Task, run_local, run_slurm
 from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
 from gssm_jax.gssm.families import get_family
@@ -119,7 +119,7 @@ def _floor_tasks(config: ml_collections.ConfigDict, cells: list[Cell], alphas: d
         data = (cell.graph, cell.side, cell.seed, json.dumps(alphas[cell], sort_keys=True))
         if first.setdefault(data, seed_dir) != seed_dir:
             _link(floor_path(seed_dir), floor_path(first[data]))
-        elif not os.path.exists(floor_path(seed_dir)) and all(task.args[1] != seed_dir for task in tasks):
+        elif read_floor(seed_dir) is None and all(task.args[1] != seed_dir for task in tasks):
             tasks.append(Task(f"n-gram floor {os.path.relpath(seed_dir, workdir)}", floor_task,
                               (run_config(config, cell, alphas[cell], workdir), seed_dir)))
     return tasks
