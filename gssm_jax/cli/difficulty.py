@@ -3,8 +3,9 @@
 For each of composable-llm's six (alpha_X, alpha_Z) settings it prints and saves:
 composable-llm's gzip value; the numpy reference sampler at seed 42 (the original draw order, which
 reproduces composable-llm's numbers); the JAX sampler's gzip difficulty, mean and std over graph seeds;
-and the exact entropy rate (forward algorithm) in bits per token, mean and std over the same seeds.
-The last column shows that gzip-matched pairs are not entropy-matched.
+and the exact entropy rate (forward algorithm) in nats per token [bits in brackets, next to composable-llm's
+numbers], mean and std over the same seeds. The last column shows that gzip-matched pairs are not
+entropy-matched.
 
     gssm-difficulty --workdir=runs/difficulty
     gssm-difficulty --graphs=four_by_four --seeds=3 --workdir=runs/difficulty_4x4  # ~1 min
@@ -62,7 +63,7 @@ def _row(family_name: str, alpha_x: float, alpha_z: float, seed_value: float) ->
     row["jax_gzip_per_seed"] = list(gzip.per_seed)
     entropy_measurer = difficulty.Measurer(family, seeds=seeds, batch_size=_ENTROPY_SEQUENCES.value,
                                            length=family.length)
-    row["entropy_bits_per_token_per_seed"] = list(entropy_measurer(alphas, "entropy").per_seed)
+    row["entropy_nats_per_token_per_seed"] = list(entropy_measurer(alphas, "entropy").per_seed)
     return row
 
 
@@ -70,9 +71,12 @@ def _markdown(rows: list[dict]) -> str:
     def mean_std(values):
         return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
+    def nats_and_bits(values):
+        return f"{mean_std(values)} [{np.mean(values) / difficulty.NATS_PER_BIT:.3f} bits]"
+
     lines = [
         "| graph | T | alpha_X | alpha_Z | seed gzip | reference gzip (seed 42) | JAX gzip (mean ± std) "
-        "| entropy bits/token (mean ± std) |",
+        "| entropy nats/token [bits] (mean ± std) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -80,7 +84,7 @@ def _markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {row['graph']} | {row['length']} | {row['alpha_X']:g} | {row['alpha_Z']:g} | {row['seed']:.2f} "
             f"| {reference_value} | {mean_std(row['jax_gzip_per_seed'])} "
-            f"| {mean_std(row['entropy_bits_per_token_per_seed'])} |")
+            f"| {nats_and_bits(row['entropy_nats_per_token_per_seed'])} |")
     return "\n".join(lines) + "\n"
 
 
