@@ -49,10 +49,11 @@ _SKIP_REFERENCE = flags.DEFINE_bool("skip_reference", False, "Skip the numpy ref
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for difficulty.json and difficulty.md.")
 
 
-def _row(family_name: str, alpha_x: float, alpha_z: float, seed_value: float) -> dict:
+def _row(family_name: str, alpha_x: float, alpha_z: float, composable_llm_gzip: float) -> dict:
     family = get_family(family_name)
     alphas = {"alpha_X": alpha_x, "alpha_Z": alpha_z}
-    row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z, "seed": seed_value}
+    row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z,
+           "composable_llm_gzip": composable_llm_gzip}
     if not _SKIP_REFERENCE.value:
         graph = GraphSpec.from_config(family.config(alpha_x, alpha_z))
         tokens = numpy_sampler.seed_batch(graph, SEED, _BATCH_SIZE.value, family.length)
@@ -75,15 +76,15 @@ def _markdown(rows: list[dict]) -> str:
         return f"{mean_std(values)} [{np.mean(values) / difficulty.NATS_PER_BIT:.3f} bits]"
 
     lines = [
-        "| graph | T | alpha_X | alpha_Z | seed gzip | reference gzip (seed 42) | JAX gzip (mean ± std) "
+        "| graph | T | alpha_X | alpha_Z | composable-llm gzip | reference gzip (seed 42) | JAX gzip (mean ± std) "
         "| entropy nats/token [bits] (mean ± std) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         reference_value = f"{row['reference_seed42']:.4f}" if "reference_seed42" in row else "skipped"
         lines.append(
-            f"| {row['graph']} | {row['length']} | {row['alpha_X']:g} | {row['alpha_Z']:g} | {row['seed']:.2f} "
-            f"| {reference_value} | {mean_std(row['jax_gzip_per_seed'])} "
+            f"| {row['graph']} | {row['length']} | {row['alpha_X']:g} | {row['alpha_Z']:g} "
+            f"| {row['composable_llm_gzip']:.2f} | {reference_value} | {mean_std(row['jax_gzip_per_seed'])} "
             f"| {nats_and_bits(row['entropy_nats_per_token_per_seed'])} |")
     return "\n".join(lines) + "\n"
 

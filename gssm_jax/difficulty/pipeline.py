@@ -106,14 +106,14 @@ class SeedPair:
         return get_side(side).alphas(getattr(self, side).alpha, self.small)
 
     def to_json(self) -> dict:
-        """This seed's entry of the calibration record (contract 6), with each side's trials."""
+        """This seed's entry of the calibration record (contract 6), with each side's evaluations."""
         sides = {}
         for side in SIDES:
             result: Calibration = getattr(self, side.name)
             sides[side.name] = {**self.alphas(side.name), "difficulty": result.value, "converged": result.converged,
                                 "reason": result.reason, "monotone": result.monotone,
                                 "largest_decrease": result.largest_decrease,
-                                "trials": [[e.alpha, e.value] for e in result.evaluations]}
+                                "evaluations": [[e.alpha, e.value] for e in result.evaluations]}
         return {**sides, "mismatch": self.mismatch, "matched": self.matched, "reason": self.reason}
 
 

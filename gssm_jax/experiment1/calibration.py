@@ -144,7 +144,7 @@ def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: An
       the record of contract 6: `{"settings", "reference" (None for a given target), "target" (the mean over
       seeds of the reference's difficulty), "target_stderr", "unit", "trials", "seconds":
       {"estimated", "measured"}, "pairs": {"<seed>": {"small_alpha_x": {"alpha_X", "alpha_Z", "difficulty",
-      "converged", "reason", "monotone", "largest_decrease", "trials": [[alpha, difficulty]...]},
+      "converged", "reason", "monotone", "largest_decrease", "evaluations": [[alpha, difficulty]...]},
       "small_alpha_z": {...}, "mismatch": difficulty_x - difficulty_z, "matched", "reason"}}}`; difficulties
       in `unit` (entropy in nats/token). An unmatched pair (`"matched": false`) says why in its "reason".
     """

@@ -146,7 +146,7 @@ def plot_curves(result: dict, path: str) -> None:
         for color, side in zip(("C0", "C1"), SIDES, strict=True):
             for index, pair in enumerate(record["pairs"].values()):
                 searched = pair[side.name]
-                trials = sorted(searched["trials"])
+                trials = sorted(searched["evaluations"])
                 axis.plot([t[0] for t in trials], [t[1] for t in trials], color=color, linewidth=0.8, alpha=0.5,
                           label=f"{side.label}: {side.free} free" if index == 0 else None)
                 axis.plot([searched[side.free]], [searched["difficulty"]], "o" if pair["matched"] else "x",

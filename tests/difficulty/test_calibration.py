@@ -168,3 +168,18 @@ def test_calibrate_entry_point_writes_reports(tmp_path):
     assert os.path.exists(calibration.calibration_path(str(tmp_path), "four_by_four", "entropy"))
     again = calibration.run_calibration(config, str(tmp_path), log=lambda line: None)
     assert again["graphs"]["four_by_four"]["calibrations"] == json.loads(json.dumps(records))
+
+
+def test_a_record_of_the_older_mean_matching_is_not_reused(tmp_path):
+    from gssm_jax.configs.calibrate import get_config
+
+    config = get_config("graph=chain,measure=entropy,size=tiny")
+    path = calibration.calibration_path(str(tmp_path), "chain", "entropy")
+    os.makedirs(os.path.dirname(path))
+    current = calibration.calibration_settings(config, "chain", "entropy")
+    assert current["matching"] == "per seed" and current["tolerance"] == 0.07  # nats/token
+    older = {key: value for key, value in current.items() if key != "matching"}
+    for written, reused in ((older, False), (current, True)):
+        with open(path, "w") as file:
+            json.dump({"settings": written, "pairs": {}}, file)
+        assert (calibration.cached_record(config, "chain", "entropy", str(tmp_path)) is not None) == reused
