@@ -150,20 +150,11 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
     failed = [name for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
     if failed:
         raise SweepError(f"calibration failed for {', '.join(failed)}: {outcomes[failed[0]]}")
-    pairs = {(graph, measure): calibrate_graph(config, graph, measure, workdir, log)["pairs"]
-             for graph in graphs for measure in measures}
+    alphas = {(graph, measure): calibrate_graph(config, graph, measure, workdir, log)["alphas"]
+              for graph in graphs for measure in measures}
 
-    cells, unmatched = [], {}
-    for cell in plan(config):  # a seed whose two sides could not be matched is not trained (its record says why)
-        pair = pairs[cell.graph, cell.measure][str(cell.seed)]
-        if pair["matched"]:
-            cells.append(cell)
-        else:
-            unmatched[cell.measure, cell.graph, cell.seed] = pair["reason"]
-    for (measure, graph, seed), reason in unmatched.items():
-        log(f"{measure}/{graph} seed {seed}: pair not matched, not trained: {reason}")
-    runs = {cell: run_config(config, cell, {name: pairs[cell.graph, cell.measure][str(cell.seed)][cell.side][name]
-                                            for name in ("alpha_X", "alpha_Z")}, workdir) for cell in cells}
+    cells = plan(config)
+    runs = {cell: run_config(config, cell, alphas[cell.graph, cell.measure][cell.side], workdir) for cell in cells}
     shared = _shared_runs(runs)
     floors, tasks = {}, []
     for cell, run in runs.items():

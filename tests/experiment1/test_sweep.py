@@ -28,22 +28,21 @@ def small_config():
 class Fakes:
     """Stand-ins for `compute_calibration` and `train_run` that record their calls."""
 
-    def __init__(self, free_alpha: float = 0.2, fail: str | None = None, unmatched: tuple[int, ...] = ()):
-        self.free_alpha, self.fail, self.unmatched = free_alpha, fail, unmatched
+    def __init__(self, free_alpha: float = 0.2, fail: str | None = None):
+        self.free_alpha, self.fail = free_alpha, fail
         self.calibrated: list[str] = []
         self.trained: list[str] = []
 
     def compute_calibration(self, settings, log=print, measurer=None):
         self.calibrated.append(settings["graph"])
         small = settings["small"]
-        # Here the small_alpha_x side lands on the same alphas under every measure (the runs are then shared).
+        # Like the real calibration, the small_alpha_x side lands on the same alphas under every measure.
         z_side = self.free_alpha / (4 if settings["measure"] == "entropy" else 5)
-        pairs = {str(seed): {"small_alpha_x": {"alpha_X": small, "alpha_Z": self.free_alpha, "difficulty": 3.0},
-                             "small_alpha_z": {"alpha_Z": small, "alpha_X": z_side, "difficulty": 3.0},
-                             "mismatch": 0.0, "matched": seed not in self.unmatched,
-                             "reason": "" if seed not in self.unmatched else "small_alpha_z: out of reach"}
-                 for seed in settings["seeds"]}
-        return {"settings": settings, "target": 3.0, "target_stderr": 0.01, "unit": "nats/token", "pairs": pairs}
+        return {"settings": settings, "target": 3.0, "target_stderr": 0.01, "unit": "bits/token",
+                "alphas": {"small_alpha_x": {"alpha_X": small, "alpha_Z": self.free_alpha},
+                           "small_alpha_z": {"alpha_Z": small, "alpha_X": z_side}},
+                "difficulty": {"small_alpha_x": {"mean": 3.0, "stderr": 0.01},
+                               "small_alpha_z": {"mean": 3.0, "stderr": 0.01}}}
 
     def train_run(self, run):
         relative = os.path.relpath(run.workdir, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -155,17 +154,6 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch):
     assert failed == ["entropy/chain/small_alpha_z/seed0/a"] and len(outcomes) == 16
     assert any("FAILED: RuntimeError: diverged" in line for line in lines)
     assert any(line.startswith("[16/16]") for line in lines)
-
-
-def test_an_unmatched_pair_is_not_trained_and_is_logged(tmp_path, monkeypatch):
-    fakes = Fakes(unmatched=(1,))
-    monkeypatch.setattr(calibration, "compute_calibration", fakes.compute_calibration)
-    monkeypatch.setattr(sweep, "train_run", fakes.train_run)
-    monkeypatch.setattr(sweep, "ngram_floor", fake_floor)
-    lines = []
-    outcomes = training_outcomes(sweep.run_experiment(small_config(), str(tmp_path), log=lines.append))
-    assert len(outcomes) == 8 and all("/seed0/" in name for name in outcomes)
-    assert "entropy/chain seed 1: pair not matched, not trained: small_alpha_z: out of reach" in lines
 
 
 def test_match_both_trains_each_measure_and_shares_runs_with_the_same_alphas(tmp_path, fakes):
