@@ -3,8 +3,9 @@
 For each of composable-llm's six (alpha_X, alpha_Z) settings it prints and saves:
 composable-llm's gzip value; the numpy reference sampler at seed 42 (the original draw order, which
 reproduces composable-llm's numbers); the JAX sampler's gzip difficulty, mean and std over graph seeds;
-and the exact entropy rate (forward algorithm) in bits per token, mean and std over the same seeds.
-The last column shows that gzip-matched pairs are not entropy-matched.
+and the exact entropy rate (forward algorithm) in nats per token [bits in brackets, next to composable-llm's
+numbers], mean and std over the same seeds. The last column shows that gzip-matched pairs are not
+entropy-matched.
 
     gssm-difficulty --workdir=runs/difficulty
     gssm-difficulty --graphs=four_by_four --seeds=3 --workdir=runs/difficulty_4x4  # ~1 min
@@ -48,10 +49,11 @@ _SKIP_REFERENCE = flags.DEFINE_bool("skip_reference", False, "Skip the numpy ref
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for difficulty.json and difficulty.md.")
 
 
-def _row(family_name: str, alpha_x: float, alpha_z: float, seed_value: float) -> dict:
+def _row(family_name: str, alpha_x: float, alpha_z: float, composable_llm_gzip: float) -> dict:
     family = get_family(family_name)
     alphas = {"alpha_X": alpha_x, "alpha_Z": alpha_z}
-    row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z, "seed": seed_value}
+    row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z,
+           "composable_llm_gzip": composable_llm_gzip}
     if not _SKIP_REFERENCE.value:
         graph = GraphSpec.from_config(family.config(alpha_x, alpha_z))
         tokens = numpy_sampler.seed_batch(graph, SEED, _BATCH_SIZE.value, family.length)
@@ -62,7 +64,7 @@ def _row(family_name: str, alpha_x: float, alpha_z: float, seed_value: float) ->
     row["jax_gzip_per_seed"] = list(gzip.per_seed)
     entropy_measurer = difficulty.Measurer(family, seeds=seeds, batch_size=_ENTROPY_SEQUENCES.value,
                                            length=family.length)
-    row["entropy_bits_per_token_per_seed"] = list(entropy_measurer(alphas, "entropy").per_seed)
+    row["entropy_nats_per_token_per_seed"] = list(entropy_measurer(alphas, "entropy").per_seed)
     return row
 
 
@@ -70,17 +72,20 @@ def _markdown(rows: list[dict]) -> str:
     def mean_std(values):
         return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
+    def nats_and_bits(values):
+        return f"{mean_std(values)} [{np.mean(values) / difficulty.NATS_PER_BIT:.3f} bits]"
+
     lines = [
-        "| graph | T | alpha_X | alpha_Z | seed gzip | reference gzip (seed 42) | JAX gzip (mean ± std) "
-        "| entropy bits/token (mean ± std) |",
+        "| graph | T | alpha_X | alpha_Z | composable-llm gzip | reference gzip (seed 42) | JAX gzip (mean ± std) "
+        "| entropy nats/token [bits] (mean ± std) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         reference_value = f"{row['reference_seed42']:.4f}" if "reference_seed42" in row else "skipped"
         lines.append(
-            f"| {row['graph']} | {row['length']} | {row['alpha_X']:g} | {row['alpha_Z']:g} | {row['seed']:.2f} "
-            f"| {reference_value} | {mean_std(row['jax_gzip_per_seed'])} "
-            f"| {mean_std(row['entropy_bits_per_token_per_seed'])} |")
+            f"| {row['graph']} | {row['length']} | {row['alpha_X']:g} | {row['alpha_Z']:g} "
+            f"| {row['composable_llm_gzip']:.2f} | {reference_value} | {mean_std(row['jax_gzip_per_seed'])} "
+            f"| {nats_and_bits(row['entropy_nats_per_token_per_seed'])} |")
     return "\n".join(lines) + "\n"
 
 

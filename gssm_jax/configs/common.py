@@ -56,10 +56,10 @@ def calibration_config(*, measures: Sequence[str], seeds: Sequence[int], batch_s
     # Graph families to calibrate (names in gssm_jax.gssm.families.FAMILIES); set by the caller.
     calibration.graphs = ()
     # Measures the sides are matched on, each one of gssm_jax.difficulty.MEASURES: entropy (exact entropy rate,
-    # bits/token), gzip (composable-llm's bytes/token), zlib, bz2, lzma (bits/token). The sweep matches on exactly one.
+    # nats/token), gzip (composable-llm's bytes/token), zlib, bz2, lzma (bits/token). The sweep matches on exactly one.
     calibration.measures = tuple(measures)
-    # Graph seeds averaged at every trial (>= 2 for standard errors; common random numbers across trials): seed s
-    # draws the kernels from keys.kernel_key(s) and the measured batch from keys.calibration_data_key(s).
+    # Graph seeds (>= 2), each matched as its own pair (common random numbers across trials): seed s draws the
+    # kernels from keys.kernel_key(s) and the measured batch from keys.calibration_data_key(s).
     calibration.seeds = tuple(seeds)
     # Sequences per seed and trial.
     calibration.batch_size = batch_size
@@ -68,13 +68,13 @@ def calibration_config(*, measures: Sequence[str], seeds: Sequence[int], batch_s
     calibration.length = length
     # The small alpha of each side of the pair (alpha_X on one side, alpha_Z on the other).
     calibration.small = small
-    # Target difficulty in the measure's unit (only with a single measure); None: the difficulty of the
-    # reference setting.
+    # Target difficulty in the measure's unit (only with a single measure); None: the mean over the seeds of
+    # the difficulty of the reference setting.
     calibration.target = ml_collections.config_dict.placeholder(float)
     # Reference setting whose difficulty is the target; None: the family's reference (alpha_X, alpha_Z).
     calibration.reference_alpha_x = ml_collections.config_dict.placeholder(float)
     calibration.reference_alpha_z = ml_collections.config_dict.placeholder(float)
-    # Stop when |difficulty - target| <= tolerance[measure], in that measure's unit.
+    # Each seed's side is matched when |difficulty - target| <= tolerance[measure], in that measure's unit.
     calibration.tolerance = ml_collections.ConfigDict(dict(tolerance))
     # The free alpha is searched on a log grid of grid_points (>= 2) points over [min_alpha, max_alpha], then
     # refined; the range reached there is reported when the target is outside it.

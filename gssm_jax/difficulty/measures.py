@@ -5,8 +5,11 @@
 * `compressed_bits_per_token(tokens, compressor, vocab_size)`: zlib-9, bz2-9 or lzma (preset 9)
   on the *packed* stream (one uint8 per token when the vocabulary fits, else uint16/uint32), in
   bits per token; divided by log2(V) it is the fraction of an incompressible stream;
-* the exact entropy rate, from `gssm_jax.inference.entropy_rate` (nats per token), reported by
-  `gssm_jax.difficulty.measurer` in bits per token.
+* the exact entropy rate, from `gssm_jax.inference.entropy_rate`, in nats per token (the unit of the
+  learners' losses; `gssm_jax.difficulty.measurer`).
+
+Units: entropy in nats/token, gzip in composable-llm's bytes/token, the three compressors in bits/token
+(a compressed size is a number of bits); `MEASURES` names each.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from gssm_jax.errors import UserError
 
-NATS_PER_BIT = math.log(2.0)
+NATS_PER_BIT = math.log(2.0)  # nats = bits * NATS_PER_BIT
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "zlib": lambda data: zlib.compress(data, 9),
     "bz2": lambda data: bz2.compress(data, 9),
@@ -32,11 +35,11 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 }
 # Every measure `difficulty` knows, with its unit. All increase with alpha_X and with alpha_Z.
 MEASURES: dict[str, str] = {
-    "entropy": "bits/token (exact entropy rate, forward algorithm)",
-    "gzip": "bytes/token (seed's zlib-9 on int64 tokens)",
-    "zlib": "bits/token (zlib-9 on packed tokens)",
-    "bz2": "bits/token (bz2-9 on packed tokens)",
-    "lzma": "bits/token (lzma preset 9 on packed tokens)",
+    "entropy": "nats/token (exact entropy rate, forward algorithm)",
+    "gzip": "bytes/token (composable-llm's zlib-9 on int64 tokens)",
+    "zlib": "bits/token (zlib-9 on packed tokens; compressed size in bits, not nats)",
+    "bz2": "bits/token (bz2-9 on packed tokens; compressed size in bits, not nats)",
+    "lzma": "bits/token (lzma preset 9 on packed tokens; compressed size in bits, not nats)",
 }
 
 
@@ -115,8 +118,13 @@ def parallel_map(function: Callable[[Any], Any], items: Sequence[Any], max_worke
         return list(pool.map(function, items))
 
 
+def unit(measure: str) -> str:
+    """The unit of `measure` alone, e.g. "nats/token" (the first word of `MEASURES[measure]`)."""
+    check_measure(measure)
+    return MEASURES[measure].split(" ")[0]
+
 
 def check_measure(measure: str) -> None:
-    """Raises a ValueError listing the valid measures if `measure` is not one of them."""
+    """Raises a UserError (a ValueError) listing the valid measures if `measure` is not one of them."""
     if measure not in MEASURES:
         raise UserError(f"measure {measure!r} is unknown; valid measures are {', '.join(MEASURES)}")

@@ -1,155 +1,160 @@
-"""Automatic calibration of (alpha_X, alpha_Z) pairs of equal difficulty.
+"""The search for the alpha at which an increasing objective reaches a target, one search per graph seed.
 
-`find_alpha` is the search: given an objective alpha -> (mean, stderr), increasing in alpha, it
-finds the alpha whose mean equals a target to a tolerance in the objective's units:
+`search` is one seed's root finder, written as a generator: it yields the alpha it wants measured next
+and receives the objective's value there, so that `lockstep` can run the searches of every seed side by
+side, each trial measuring every seed still searching at its own alpha (the cost of one trial stays one
+batch per seed; the number of trials is the largest number any one seed needs, not their sum).
+`find_alpha` runs one search against a plain objective. A search:
 
-1. evaluate a log-spaced grid over `bounds` (ends included). The smallest and largest grid values
-   are the reachable range; a target outside it raises `UnreachableTargetError` naming the range;
-2. take the first adjacent grid pair whose values straddle the target (the bracket);
-3. refine by Illinois regula falsi in log alpha until |mean - target| <= tolerance, or until the
-   bracket is narrower than `log_alpha_tolerance` (the objective jumps there: on large graphs with
-   tiny alpha the common-random-numbers objective is piecewise constant with jumps; the result is
-   then `converged=False` and reports the best trial).
+1. evaluates a log-spaced grid over `bounds` (ends included, the same alphas for every seed). The
+   smallest and largest grid values are the reachable range; a target outside it by more than the
+   tolerance ends the search unconverged, with the reason (`Calibration.reason`);
+2. takes the first adjacent grid pair whose values straddle the target (the bracket);
+3. refines by Illinois regula falsi in log alpha until |value - target| <= tolerance, or until the
+   bracket is narrower than `log_alpha_tolerance` (the objective jumps there: on large graphs with tiny
+   alpha the common-random-numbers objective is piecewise constant with jumps; the result is then
+   unconverged, with the reason, and reports the best trial).
 
-`gssm_jax.difficulty.pipeline.calibrate` runs it on a graph's difficulty with common random numbers.
+Dirichlet draws from one key at different alphas are not a monotone coupling in general, so an objective
+can wiggle: every result says whether its trials were monotone and the largest decrease between
+neighbours (a root found within the tolerance is still a match; it may not be the only one).
+`gssm_jax.difficulty.pipeline` runs the searches on a graph's difficulty.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from gssm_jax.errors import UserError
-
 DEFAULT_BOUNDS = (1e-4, 10.0)
-
-
-class UnreachableTargetError(UserError):
-    """The target difficulty is outside what the free alpha reaches within its bounds."""
+Search = Generator[float, float, "Calibration"]  # yields an alpha, receives the objective there
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """One trial of a search: objective mean and standard error at `alpha`."""
+    """One trial of a search: the objective's `value` at `alpha` (in the measure's unit)."""
 
     alpha: float
-    mean: float
-    stderr: float
+    value: float
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """The result of a search.
+    """The result of one search.
 
     Attributes:
-      alpha: the calibrated value of the free alpha.
-      mean: objective at `alpha` (mean over seeds, in the measure's unit).
-      stderr: its standard error over seeds.
-      target: the target objective value.
-      tolerance: the stopping tolerance on |mean - target|, in the measure's unit.
-      converged: whether |mean - target| <= tolerance was reached.
-      log10_alpha_stderr: standard error of log10(alpha) implied by `stderr` (delta method, with the
-        slope of the objective between the grid points on either side of `alpha`: the bracketing grid cell).
-      evaluations: every trial, sorted by alpha.
-      monotone: whether the evaluated means never decrease as alpha grows.
+      alpha: the calibrated value of the free alpha (the trial closest to the target).
+      value: the objective at `alpha`.
+      target: the target value.
+      tolerance: the tolerance on |value - target|.
+      converged: whether |value - target| <= tolerance.
+      reason: why not, for an unconverged search ("" when converged): the target is out of reach, or the
+        objective jumps over it.
+      evaluations: every trial, sorted by alpha (known points included).
+      monotone: whether the evaluated values never decrease as alpha grows.
       largest_decrease: the largest drop between neighbouring evaluations (0 when monotone).
-      free: name of the calibrated alpha (e.g. "alpha_Z"); fixed: the other alphas.
-      measure: the measure's name ("" for a plain objective).
+      free: name of the calibrated alpha (e.g. "alpha_Z").
     """
 
     alpha: float
-    mean: float
-    stderr: float
+    value: float
     target: float
     tolerance: float
     converged: bool
-    log10_alpha_stderr: float
+    reason: str
     evaluations: tuple[Evaluation, ...]
     monotone: bool
     largest_decrease: float
     free: str = "alpha"
-    fixed: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    measure: str = ""
-
-    def to_json(self) -> dict:
-        """A JSON-serialisable dict (evaluations as lists of dicts)."""
-        return dataclasses.asdict(self) | {"fixed": dict(self.fixed)}
 
 
-def find_alpha(objective: Callable[[float], tuple[float, float]], target: float, *, tolerance: float,
-               bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6, max_iterations: int = 30,
-               log_alpha_tolerance: float = 1e-3, name: str = "alpha", known: Sequence[Evaluation] = (),
-               log: Callable[[str], None] | None = None) -> Calibration:
-    """Finds alpha in `bounds` with objective(alpha) mean within `tolerance` of `target`.
+def grid(bounds: tuple[float, float], grid_points: int) -> list[float]:
+    """The alphas of a search's first stage: `grid_points` log-spaced values over `bounds`, ends included."""
+    return [float(alpha) for alpha in np.geomspace(bounds[0], bounds[1], grid_points)]
+
+
+def search(target: float, *, tolerance: float, bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6,
+           max_iterations: int = 30, log_alpha_tolerance: float = 1e-3, name: str = "alpha",
+           known: Sequence[Evaluation] = ()) -> Search:
+    """One seed's search, as a generator: `alpha = next(s)`, then `alpha = s.send(value)` until StopIteration,
+    whose `value` is the `Calibration`.
 
     Args:
-      objective: alpha -> (mean, stderr); expected to increase with alpha (checked, not assumed).
       target: the objective value to reach.
-      tolerance: stop when |mean - target| <= tolerance (objective units; > 0).
+      tolerance: stop when |value - target| <= tolerance (objective units; > 0).
       bounds: (lowest, highest) alpha searched, both > 0.
       grid_points: points of the initial log-spaced grid (>= 2), ends included.
       max_iterations: refinement steps after the grid.
       log_alpha_tolerance: stop refining once the bracket is this narrow in natural-log alpha.
       name: what alpha is called, for messages.
-      known: points of the same objective measured before (e.g. the reference setting, when it lies on
-        this curve); they are not re-evaluated by the search but count in `evaluations` and in the
-        monotonicity check, and one that is closer to the target than the search's best is the result.
-      log: called with one progress line per trial (e.g. `print`): alpha, mean +- stderr, seconds taken.
+      known: points of the same objective measured before (e.g. the reference setting, when it lies on this
+        curve); they are not evaluated again but count in `evaluations` and in the monotonicity check, and
+        one closer to the target than the search's best is the result.
 
     Raises:
-      UnreachableTargetError: the target is outside the grid's [min, max] by more than `tolerance`.
+      ValueError: bad bounds, tolerance or grid (at the call, before any trial).
     """
     low, high = bounds
     if not 0 < low < high:
         raise ValueError(f"bounds must satisfy 0 < low < high; got {bounds}")
     if tolerance <= 0 or grid_points < 2:
         raise ValueError(f"need tolerance > 0 and grid_points >= 2; got {tolerance}, {grid_points}")
+    return _search(target, tolerance, bounds, grid_points, max_iterations, log_alpha_tolerance, name, known)
+
+
+def _search(target: float, tolerance: float, bounds: tuple[float, float], grid_points: int, max_iterations: int,
+            log_alpha_tolerance: float, name: str, known: Sequence[Evaluation]) -> Search:
     trials: dict[float, Evaluation] = {point.alpha: point for point in known}
-    count = iter(range(1, 1 << 30))
-
-    def evaluate(alpha: float) -> float:
-        start = time.perf_counter()
-        mean, stderr = objective(alpha)
-        trials[alpha] = Evaluation(alpha, float(mean), float(stderr))
-        if log:
-            log(f"  trial {next(count)}: {name}={alpha:.4g}: {mean:.4f} +- {stderr:.4f} (target {target:.4f}; "
-                f"{time.perf_counter() - start:.1f} s)")
-        return float(mean) - target
-
-    grid = np.geomspace(low, high, grid_points)
-    offsets = [evaluate(float(alpha)) for alpha in grid]
+    alphas = grid(bounds, grid_points)
+    offsets = []
+    for alpha in alphas:
+        value = float((yield alpha))
+        trials[alpha] = Evaluation(alpha, value)
+        offsets.append(value - target)
     reached = (min(offsets) + target, max(offsets) + target)
-    if target < reached[0] - tolerance or target > reached[1] + tolerance:
-        raise UnreachableTargetError(
-            f"target {target:.4g} is outside what {name} in [{low:g}, {high:g}] reaches: "
-            f"[{reached[0]:.4g}, {reached[1]:.4g}]; choose a target in that range or widen the bounds")
     nearest = int(np.argmin(np.abs(offsets)))
-    if abs(offsets[nearest]) <= tolerance:
-        alpha = float(grid[nearest])
+    reason = ""
+    if target < reached[0] - tolerance or target > reached[1] + tolerance:
+        alpha = alphas[nearest]
+        reason = (f"target {target:.4g} is outside what {name} in [{bounds[0]:g}, {bounds[1]:g}] reaches: "
+                  f"[{reached[0]:.4g}, {reached[1]:.4g}]")
+    elif abs(offsets[nearest]) <= tolerance:
+        alpha = alphas[nearest]
     else:
         cell = next(i for i in range(grid_points - 1) if offsets[i] * offsets[i + 1] <= 0)
-        alpha = _illinois(evaluate, math.log(grid[cell]), math.log(grid[cell + 1]), offsets[cell],
-                          offsets[cell + 1], tolerance, max_iterations, log_alpha_tolerance)
-    searched = min(trials.values(), key=lambda tried: abs(math.log(tried.alpha / alpha)))
+        alpha = yield from _illinois(trials, target, math.log(alphas[cell]), math.log(alphas[cell + 1]),
+                                     offsets[cell], offsets[cell + 1], tolerance, max_iterations, log_alpha_tolerance)
+    chosen = trials[min(trials, key=lambda tried: abs(math.log(tried / alpha)))]  # exp(log(a)) may differ from a
     for point in known:  # a known point closer to the target than the search's best wins (e.g. the reference)
-        if abs(point.mean - target) < abs(searched.mean - target):
-            alpha, searched = point.alpha, point
-    return _result(trials, alpha, target, tolerance, name, [float(point) for point in grid])
+        if abs(point.value - target) < abs(chosen.value - target):
+            chosen = point
+    converged = abs(chosen.value - target) <= tolerance
+    if not converged and not reason:
+        reason = (f"{name} jumps over the target {target:.4g} near {chosen.alpha:.4g}: the closest trial is "
+                  f"{chosen.value:.4g}, {abs(chosen.value - target):.3g} away (tolerance {tolerance:.3g})")
+    evaluations = tuple(trials[a] for a in sorted(trials))
+    values = np.array([e.value for e in evaluations])
+    largest_decrease = float(max(0.0, np.max(values[:-1] - values[1:]))) if len(values) > 1 else 0.0
+    return Calibration(alpha=chosen.alpha, value=chosen.value, target=target, tolerance=tolerance,
+                       converged=converged, reason=reason, evaluations=evaluations, monotone=largest_decrease == 0.0,
+                       largest_decrease=largest_decrease, free=name)
 
 
-def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f_low: float, f_high: float,
-              tolerance: float, max_iterations: int, x_tolerance: float) -> float:
-    """Regula falsi with the Illinois fix on x = log alpha; returns the best alpha found."""
+def _illinois(trials: dict[float, Evaluation], target: float, x_low: float, x_high: float, f_low: float,
+              f_high: float, tolerance: float, max_iterations: int,
+              x_tolerance: float) -> Generator[float, float, float]:
+    """Regula falsi with the Illinois fix on x = log alpha; records its trials; returns the best alpha found."""
     best_x, best_f = (x_low, f_low) if abs(f_low) < abs(f_high) else (x_high, f_high)
     side = 0
     for _ in range(max_iterations):
         x = (x_low * f_high - x_high * f_low) / (f_high - f_low) if f_high != f_low else 0.5 * (x_low + x_high)
-        f = evaluate(math.exp(x))
+        alpha = math.exp(x)
+        value = float((yield alpha))
+        trials[alpha] = Evaluation(alpha, value)
+        f = value - target
         if abs(f) <= abs(best_f):  # ties go to the latest trial, inside the narrowest bracket
             best_x, best_f = x, f
         if abs(f) <= tolerance:
@@ -169,25 +174,35 @@ def _illinois(evaluate: Callable[[float], float], x_low: float, x_high: float, f
     return math.exp(best_x)
 
 
-def _result(trials: dict[float, Evaluation], alpha: float, target: float, tolerance: float,
-            name: str, grid: Sequence[float]) -> Calibration:
-    evaluations = tuple(trials[a] for a in sorted(trials))
-    means = np.array([e.mean for e in evaluations])
-    largest_decrease = float(max(0.0, np.max(means[:-1] - means[1:]))) if len(means) > 1 else 0.0
-    chosen = trials[min(trials, key=lambda tried: abs(math.log(tried / alpha)))]  # exp(log(a)) may differ from a
-    alpha = chosen.alpha
-    # Slope of the mean in log10 alpha between the grid points on either side of alpha (a local slope that the
-    # refinement's wiggles cannot distort; the whole grid's would understate it where the curve saturates).
-    lower = trials[max((a for a in grid if a < alpha), default=alpha)]
-    upper = trials[min((a for a in grid if a > alpha), default=alpha)]
-    span = math.log10(upper.alpha) - math.log10(lower.alpha)
-    slope = (upper.mean - lower.mean) / span if span > 0 else math.nan
-    log10_stderr = chosen.stderr / abs(slope) if slope and math.isfinite(slope) else math.nan
-    if largest_decrease > tolerance:
-        warnings.warn(f"the objective is not monotone in {name}: it drops by {largest_decrease:.4g} between "
-                      f"neighbouring trials (tolerance {tolerance:.4g}); the calibrated value may not be unique",
-                      stacklevel=3)
-    return Calibration(alpha=alpha, mean=chosen.mean, stderr=chosen.stderr, target=target, tolerance=tolerance,
-                       converged=abs(chosen.mean - target) <= tolerance, log10_alpha_stderr=log10_stderr,
-                       evaluations=evaluations, monotone=largest_decrease == 0.0,
-                       largest_decrease=largest_decrease, free=name)
+def lockstep(searches: Mapping[Hashable, Search],
+             evaluate: Callable[[dict[Hashable, float]], Mapping[Hashable, float]]) -> dict[Hashable, Calibration]:
+    """Runs several searches side by side: each call `evaluate({key: alpha})` is one trial, measuring every
+    search still running at the alpha it asked for, and returns `{key: value}`.
+
+    Returns:
+      `{key: Calibration}` in the order of `searches`. Each search advances exactly as it would alone.
+    """
+    results: dict[Hashable, Calibration] = {}
+
+    def advance(key: Hashable, value: float | None) -> float | None:
+        try:
+            return next(searches[key]) if value is None else searches[key].send(value)
+        except StopIteration as stop:
+            results[key] = stop.value
+            return None
+
+    pending = {key: alpha for key in searches if (alpha := advance(key, None)) is not None}
+    while pending:
+        values = evaluate(dict(pending))
+        pending = {key: alpha for key in pending if (alpha := advance(key, float(values[key]))) is not None}
+    return {key: results[key] for key in searches}
+
+
+def find_alpha(objective: Callable[[float], float], target: float, *, tolerance: float,
+               bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6, max_iterations: int = 30,
+               log_alpha_tolerance: float = 1e-3, name: str = "alpha", known: Sequence[Evaluation] = ()) -> Calibration:
+    """One search (see `search` for the arguments) against `objective`: alpha -> value, expected to increase
+    with alpha (checked, not assumed)."""
+    one = search(target, tolerance=tolerance, bounds=bounds, grid_points=grid_points, max_iterations=max_iterations,
+                 log_alpha_tolerance=log_alpha_tolerance, name=name, known=known)
+    return lockstep({name: one}, lambda alphas: {key: objective(alpha) for key, alpha in alphas.items()})[name]

@@ -1,4 +1,4 @@
-"""The one calibration pipeline: `config.calibration` -> both sides' alphas of a graph, cached in the workdir.
+"""The one calibration pipeline: `config.calibration` -> each seed's pair of a graph, cached in the workdir.
 
 `gssm-calibrate` and the Experiment 1 sweep both call `calibrate_graph`, so a calibration computed by
 one is reused by the other: the record of (graph, measure) is cached in
@@ -11,9 +11,10 @@ every graph and measure of the config, plus the report.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
@@ -25,9 +26,11 @@ from gssm_jax.gssm.families import get_family
 from gssm_jax.gssm.graph import GraphSpec
 
 Log = Callable[[str], None]
-# Bracketing steps after the grid, per side, in the calibrations recorded in benchmarks/RESULTS.md (19-26
-# trials per measure with a 6-point grid): used only for the time estimate logged before a calibration.
-EXPECTED_REFINEMENTS = 5
+# Refinement trials after the grid, per seed and side (each seed's own search), as measured in the lockstep
+# calibrations of the size=cpu and size=tiny configs: used only for the time estimate logged before a calibration.
+EXPECTED_REFINEMENTS = 3
+# Grid points of each side timed for the estimate (a trial's cost grows with alpha: zlib, sampling).
+PROBES = 2
 
 
 def check_calibration(config: ml_collections.ConfigDict, graphs_field: str = "config.calibration.graphs") -> None:
@@ -80,7 +83,8 @@ def calibration_length(config: ml_collections.ConfigDict, graph: str) -> int:
 def calibration_settings(config: ml_collections.ConfigDict, graph: str, measure: str) -> dict[str, Any]:
     """What the calibration of `graph` on `measure` depends on (a cached record is reused only when equal)."""
     calibration = config.calibration
-    settings = {"graph": graph, "measure": measure, "small": calibration.small,
+    # "matching": each seed's two sides are matched to the target (a record of the older mean matching differs).
+    settings = {"graph": graph, "measure": measure, "matching": "per seed", "small": calibration.small,
                 "seeds": [int(seed) for seed in calibration.seeds], "batch_size": calibration.batch_size,
                 "length": calibration_length(config, graph), "tolerance": calibration.tolerance[measure],
                 "grid_points": calibration.grid_points, "bounds": [calibration.min_alpha, calibration.max_alpha]}
@@ -106,7 +110,8 @@ def cached_record(config: ml_collections.ConfigDict, graph: str, measure: str, w
 
 def calibrate_graph(config: ml_collections.ConfigDict, graph: str, measure: str, workdir: str, log: Log = print,
                     measurer: Any = None) -> dict:
-    """Both sides' alphas of `graph` at equal difficulty on `measure`, from the cache or computed and cached.
+    """Both sides of every seed's pair of `graph` at equal difficulty on `measure`, from the cache or computed
+    and cached.
 
     Args:
       measurer: a `gssm_jax.difficulty.Measurer` of this graph at the config's seeds and batch shape, to share
@@ -121,57 +126,114 @@ def calibrate_graph(config: ml_collections.ConfigDict, graph: str, measure: str,
     path = calibration_path(workdir, graph, measure)
     if os.path.exists(path):
         log(f"calibration {graph} ({measure}): cached settings differ from the config, recalibrating")
-    start = time.time()
     record = compute_calibration(calibration_settings(config, graph, measure), log, measurer)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     files.write_json(path, record)
-    log(f"calibration {graph} ({measure}): done in {time.time() - start:.0f} s -> {path}")
+    log(f"calibration {graph} ({measure}): written to {path}")
     return record
 
 
-def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: Any = None) -> dict:
+def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: Any = None,
+                        clock: Callable[[], float] = time.perf_counter) -> dict:
     """Runs `gssm_jax.difficulty.calibrate_pair` on the family `settings["graph"]` (see `calibration_settings`).
 
+    Args:
+      clock: seconds (a fake one in tests); the measurer's own clock times its trials for the estimate.
+
     Returns:
-      `{"settings", "target", "target_stderr", "unit", "alphas": {side: {"alpha_X", "alpha_Z"}},
-      "difficulty": {side: {"mean", "stderr"}}, "pair": CalibratedPair.to_json()}`; difficulty in `unit`.
+      the record of contract 6: `{"settings", "reference" (None for a given target), "target" (the mean over
+      seeds of the reference's difficulty), "target_stderr", "unit", "trials", "seconds":
+      {"estimated", "measured"}, "pairs": {"<seed>": {"small_alpha_x": {"alpha_X", "alpha_Z", "difficulty",
+      "converged", "reason", "monotone", "largest_decrease", "evaluations": [[alpha, difficulty]...]},
+      "small_alpha_z": {...}, "mismatch": difficulty_x - difficulty_z, "matched", "reason"}}}`; difficulties
+      in `unit` (entropy in nats/token). An unmatched pair (`"matched": false`) says why in its "reason".
     """
     from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when not cached)
 
+    start = clock()
     graph, measure = settings["graph"], settings["measure"]
     log(f"calibration {graph} ({measure}, seeds {settings['seeds']}, "
         f"{settings['batch_size']}x{settings['length']} tokens per seed)")
     if measurer is None:
         measurer = difficulty.Measurer(get_family(graph), seeds=settings["seeds"], batch_size=settings["batch_size"],
                                        length=settings["length"])
-    _log_estimate(settings, measurer, log)
-    pair = difficulty.calibrate_pair(measurer, measure=measure, tolerance=settings["tolerance"],
-                                      small=settings["small"], target=settings.get("target"),
-                                      reference=settings.get("reference"), bounds=tuple(settings["bounds"]),
-                                      grid_points=settings["grid_points"], log=log)
-    record = {"settings": settings, "target": pair.target, "target_stderr": pair.target_stderr,
-              "unit": difficulty.MEASURES[measure], "alphas": {}, "difficulty": {}, "pair": pair.to_json()}
+    reference = None if "target" in settings else settings.get("reference", get_family(graph).reference_alphas)
+    estimated = _estimate(settings, reference, measurer, log, clock, start)
+    pairs = difficulty.calibrate_pair(measurer, measure=measure, tolerance=settings["tolerance"],
+                                      small=settings["small"], target=settings.get("target"), reference=reference,
+                                      bounds=tuple(settings["bounds"]), grid_points=settings["grid_points"], log=log)
+    unit = difficulty.unit(measure)
+    for seed, pair in pairs.pairs.items():
+        sides = ", ".join(f"{side.name} {side.free}={getattr(pair, side.name).alpha:.4g} -> "
+                          f"{getattr(pair, side.name).value:.4f}" for side in SIDES)
+        log(f"calibration {graph} ({measure}): seed {seed}: {sides}; mismatch {pair.mismatch:+.4f} {unit}"
+            + ("" if pair.matched else f"; UNMATCHED: {pair.reason}"))
+    measured = clock() - start
+    log(f"calibration {graph} ({measure}): {len(pairs.pairs) - len(pairs.unmatched)} of {len(pairs.pairs)} pairs "
+        f"matched within {settings['tolerance']:g} {unit} of the target {pairs.target:.4f}; done in {measured:.1f} s "
+        f"(estimated {_seconds_text(estimated)})")
+    return {"settings": settings, "reference": dict(reference) if reference else None, "target": pairs.target,
+            "target_stderr": pairs.target_stderr, "unit": difficulty.MEASURES[measure], "trials": pairs.trials,
+            "seconds": {"estimated": estimated, "measured": measured}, "pairs": pairs.to_json()["pairs"]}
+
+
+def estimate_seconds(elapsed: float, seconds_per_seed: Mapping[str, float], seeds: int, grid_left: Mapping[str, int],
+                     refining: Mapping[str, int], refinements: float = EXPECTED_REFINEMENTS) -> float:
+    """The time a calibration will take: `elapsed` so far, plus for each side its compiled seconds per seed times
+    the seed measurements still to come: every seed at each grid point not measured yet, then `refinements` for
+    each of the `refining` seeds (those whose grid is not measured yet or misses the target within reach)."""
+    return elapsed + sum(seconds * (seeds * grid_left[side] + refining[side] * refinements)
+                         for side, seconds in seconds_per_seed.items())
+
+
+def _estimate(settings: dict[str, Any], reference: Mapping[str, float] | None, measurer: Any, log: Log,
+              clock: Callable[[], float], start: float) -> float:
+    """Measures the reference and, per side, grid points (the middle ones first: a typical cost; the search reuses
+    them) until `PROBES` are timed after compilation, then logs and returns the estimated total seconds (nan when
+    nothing could be timed)."""
+    from gssm_jax.difficulty.search import grid  # noqa: PLC0415
+
+    measure, seeds, tolerance = settings["measure"], measurer.seeds, settings["tolerance"]
+    compiling = not measurer.seconds_per_seed
+    target = settings["target"] if reference is None else measurer(reference, measure).mean
+    alphas = grid(settings["bounds"], settings["grid_points"])
+    alphas = sorted(alphas, key=lambda alpha: abs(alphas.index(alpha) - (len(alphas) - 1) / 2))
+    per_seed, grid_left, refining = {}, {}, {}
     for side in SIDES:
-        result = getattr(pair, side.name)
-        record["alphas"][side.name] = side.alphas(result.alpha, settings["small"])
-        record["difficulty"][side.name] = {"mean": result.mean, "stderr": result.stderr}
-        log(f"calibration {graph} ({measure}): {side.name}: {side.free}={result.alpha:.4g} -> {result.mean:.4f} +- "
-            f"{result.stderr:.4f} (target {pair.target:.4f}, converged={result.converged})")
-    return record
+        points, timed = [side.alphas(alpha, settings["small"]) for alpha in alphas], []
+        for point in points:
+            if len(timed) == PROBES:
+                break
+            if not measurer.is_cached({seed: point for seed in seeds}, measure):
+                measurer(point, measure)
+                if len(measurer.seconds_per_seed) >= 2:  # the measurer's first measurement includes compilation
+                    timed.append(measurer.seconds_per_seed[-1])
+        if not timed and len(measurer.seconds_per_seed) >= 2:
+            timed = [measurer.seconds_per_seed[-1]]  # the grid was measured (e.g. for another measure)
+        if timed:
+            per_seed[side.name] = sum(timed) / len(timed)
+        grid_left[side.name] = sum(not measurer.is_cached({seed: p for seed in seeds}, measure) for p in points)
+        refining[side.name] = 0
+        for seed in seeds:  # a seed whose measured grid holds a match, or cannot reach the target, is done there
+            if not all(measurer.is_cached({seed: point}, measure) for point in points):
+                refining[side.name] += 1
+                continue
+            values = [measurer.per_seed({seed: point}, measure)[seed] for point in points]
+            reachable = min(values) - tolerance <= target <= max(values) + tolerance
+            refining[side.name] += reachable and all(abs(value - target) > tolerance for value in values)
+    if len(per_seed) < len(SIDES):
+        return math.nan
+    estimated = estimate_seconds(clock() - start, per_seed, len(seeds), grid_left, refining)
+    compiled = ", ".join(f"{seconds * len(seeds):.2f} s ({side})" for side, seconds in per_seed.items())
+    first = (f"the first trial took {measurer.seconds_per_seed[0] * len(seeds):.1f} s with compilation, "
+             if compiling else "")
+    log(f"calibration {settings['graph']} ({measure}): {first}a compiled trial of all {len(seeds)} seeds takes "
+        f"{compiled}; expect about {_seconds_text(estimated)} in all")
+    return estimated
 
 
-def _log_estimate(settings: dict[str, Any], measurer: Any, log: Log) -> None:
-    """Times the first trial (the reference setting, kept in the measurer's cache) and logs the total to expect."""
-    if "target" in settings:
-        return
-    reference = settings.get("reference", get_family(settings["graph"]).reference_alphas)
-    start = time.time()
-    measurer(reference, settings["measure"])
-    seconds = time.time() - start
-    trials = 1 + len(SIDES) * (settings["grid_points"] + EXPECTED_REFINEMENTS)
-    log(f"calibration {settings['graph']} ({settings['measure']}): the first trial took {seconds:.0f} s (with "
-        f"compilation, {len(measurer.measures) or 1} measure(s)); ~{trials} trials -> about "
-        f"{trials * seconds / 60:.0f} min in all (less where settings are cached)")
+def _seconds_text(seconds: float) -> str:
+    return "?" if not math.isfinite(seconds) else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = print) -> dict:
@@ -182,8 +244,9 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
 
     Returns:
       the dict saved as calibration.json: `{"config": config.calibration, "graphs": {graph: {"description",
-      "vocab_size", "seeds", "batch_size", "length", "pairs": {measure: calibration record},
-      "compression_performance": {row: {"alphas", "model_bits_per_token", measure: {"mean", "stderr", "unit"}}}}}}`.
+      "vocab_size", "seeds", "batch_size", "length", "calibrations": {measure: calibration record},
+      "compression_performance": {row: {"alphas": {"<seed>": {"alpha_X", "alpha_Z"}}, "model_nats_per_token",
+      measure: {"mean", "stderr", "unit"}}}}}}`; a calibrated row holds the matched seeds only.
     """
     from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when called)
     from gssm_jax.experiment1 import calibration_report  # noqa: PLC0415 (matplotlib)
@@ -196,23 +259,28 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
         family = get_family(graph)
         measurer = difficulty.Measurer(family, seeds=calibration.seeds, batch_size=calibration.batch_size,
                                        length=calibration_length(config, graph), measures=measures)
-        pairs = {measure: calibrate_graph(config, graph, measure, workdir, log, measurer) for measure in measures}
-        reference = next(iter(pairs.values()))["settings"].get("reference", family.reference_alphas)
-        settings = {"reference": reference, **{f"{measure}/{side.name}": record["alphas"][side.name]
-                                               for measure, record in pairs.items() for side in SIDES}}
+        records = {measure: calibrate_graph(config, graph, measure, workdir, log, measurer) for measure in measures}
+        reference = next(iter(records.values()))["settings"].get("reference", family.reference_alphas)
+        settings = {"reference": {str(seed): dict(reference) for seed in measurer.seeds}}
+        for measure, record in records.items():
+            for side in SIDES:
+                matched = {seed: {name: pair[side.name][name] for name in ("alpha_X", "alpha_Z")}
+                           for seed, pair in record["pairs"].items() if pair["matched"]}
+                if matched:
+                    settings[f"{measure}/{side.name}"] = matched
         model_losses = calibration_report.read_model_results(calibration.model_results, settings)
         performance = {}
         if calibration.compression_table:
             log(f"{graph}: compression performance of every setting")
-            performance = {label: difficulty.compression_performance(measurer, alphas)
-                           for label, alphas in settings.items()}
+            performance = {label: difficulty.compression_performance(
+                measurer, {int(seed): a for seed, a in alphas.items()}) for label, alphas in settings.items()}
         vocab_size = GraphSpec.from_config(family.config(*family.reference)).vocab_size
         result["graphs"][graph] = {
             "description": family.description, "vocab_size": vocab_size,
             "seeds": list(measurer.seeds), "batch_size": measurer.batch_size, "length": measurer.length,
-            "pairs": pairs,
+            "calibrations": records,
             "compression_performance": {
-                label: {"alphas": settings[label], "model_bits_per_token": model_losses.get(label),
+                label: {"alphas": settings[label], "model_nats_per_token": model_losses.get(label),
                         **{m: {"mean": d.mean, "stderr": d.stderr, "unit": difficulty.MEASURES[m]}
                            for m, d in row.items()}}
                 for label, row in performance.items()},

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+import gssm_jax as gj
 from gssm_jax import difficulty
 from gssm_jax.gssm.families import FAMILIES, get_family
 from gssm_jax.gssm.graph import GraphSpec
@@ -139,11 +140,48 @@ def test_measurer_kernels_equal_sample_kernels_when_reused():
                 np.testing.assert_array_equal(kernels[name], expected[name])
 
 
-def test_entropy_measure_is_below_log2_vocab_and_zero_for_deterministic_graph():
+def test_entropy_measure_is_in_nats_below_log_vocab_and_zero_for_deterministic_graph():
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1), batch_size=BATCH_SIZE, length=LENGTH)
-    assert 0 < measurer({"alpha_X": 1.0, "alpha_Z": 1.0}, "entropy").mean < math.log2(8)
+    entropy = measurer({"alpha_X": 1.0, "alpha_Z": 1.0}, "entropy")
+    assert 0 < entropy.mean < math.log(8)  # nats: ln V, not log2 V
+    graph, batches = measurer.batches({"alpha_X": 1.0, "alpha_Z": 1.0})
+    rate = gj.entropy_rate(graph, *batches[0])
+    assert entropy.per_seed[0] == float(rate.nats_per_token)  # the forward pass's nats, unconverted
     # alpha -> 0 makes every row one-hot in float32 (entries below ~1e-38 underflow): zero entropy.
     assert measurer({"alpha_X": 1e-4, "alpha_Z": 1e-4}, "entropy").mean == pytest.approx(0.0, abs=1e-3)
+
+
+def test_measurer_measures_each_seed_at_its_own_setting():
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1, 2), batch_size=BATCH_SIZE, length=LENGTH)
+    settings = {0: {"alpha_X": 0.1, "alpha_Z": 0.3}, 2: {"alpha_X": 0.5, "alpha_Z": 0.02}}
+    values = measurer.per_seed(settings, "entropy")
+    assert list(values) == [0, 2]
+    # A seed's value does not depend on the other seeds' settings: each equals a measurer of that seed alone at
+    # one setting (the same keys), and equal settings give exactly what `measure` gives.
+    for seed, alphas in settings.items():
+        alone = difficulty.Measurer(TINY_GRAPH, seeds=(seed,), batch_size=BATCH_SIZE, length=LENGTH)
+        assert values[seed] == alone(alphas, "entropy").mean
+    same = measurer.per_seed({seed: settings[0] for seed in (0, 1, 2)}, "entropy")
+    assert tuple(same.values()) == measurer(settings[0], "entropy").per_seed
+    assert measurer.is_cached({1: settings[0]}, "entropy") and not measurer.is_cached({1: settings[2]}, "entropy")
+    performance = difficulty.compression_performance(measurer, settings)
+    assert performance["entropy"].per_seed == (values[0], values[2])
+    with pytest.raises(ValueError, match=r"seeds \[5\] are not among the measurer's seeds \[0, 1, 2\]"):
+        measurer.per_seed({5: settings[0]}, "entropy")
+
+
+def test_measurer_times_its_work_on_its_clock():
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0  # every reading one second later: each measurement takes exactly 1 s
+        return now[0]
+
+    measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0, 1), batch_size=BATCH_SIZE, length=LENGTH, clock=clock)
+    measurer({"alpha_X": 0.1, "alpha_Z": 0.1}, "gzip")
+    measurer({"alpha_X": 0.1, "alpha_Z": 0.1}, "gzip")  # from memory: not timed
+    measurer.per_seed({1: {"alpha_X": 0.2, "alpha_Z": 0.1}}, "gzip")
+    assert measurer.seconds_per_seed == [0.5, 1.0]
 
 
 def test_measurer_rejects_bad_arguments():
