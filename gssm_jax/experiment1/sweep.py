@@ -94,13 +94,12 @@ def check_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Refuses, before anything is calibrated or compiled, a sweep config that cannot run (one line per error).
 
     Checks config.experiment1 (graphs, sides, seeds, models, lengths), config.calibration, the workdir, and the
-    training config of every (graph, model) of the plan (`gssm_jax.training.checks`).
+    training config of every (graph, model) of the plan (`gssm_jax.training.run.resolve`).
 
     Raises:
       UserError: naming the field and the fix.
     """
-    from gssm_jax import parallel  # noqa: PLC0415
-    from gssm_jax.training import checks  # noqa: PLC0415 (the training stack only when training)
+    from gssm_jax.training.run import check_workdir, resolve  # noqa: PLC0415 (the training stack only when training)
 
     sweep = config.experiment1
     for field, names, get in (("graphs", sweep.graphs, get_family), ("sides", sweep.sides, get_side)):
@@ -112,13 +111,12 @@ def check_experiment(config: ml_collections.ConfigDict, workdir: str) -> None:
     if missing:
         raise SweepError(f"config.experiment1.lengths has no entry for {', '.join(missing)}; add one per graph")
     check_calibration(config, graphs_field="config.experiment1.graphs")
-    checks.check_workdir(workdir)
-    mesh = parallel.data_parallel_mesh()
+    check_workdir(workdir)
     for graph in sweep.graphs:
         alphas = dict(zip(("alpha_X", "alpha_Z"), get_family(graph).reference, strict=True))
         for model in sweep.models:
             cell = Cell(config.calibration.measures[0], graph, sweep.sides[0], int(sweep.seeds[0]), model)
-            checks.check_config(run_config(config, cell, alphas, workdir), None, mesh)
+            resolve(run_config(config, cell, alphas, workdir), None)
 
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: SlurmOptions | None = None,
