@@ -15,14 +15,13 @@ from typing import NamedTuple
 import jax
 import ml_collections
 
-from gssm_jax.errors import UserError
-from gssm_jax.training import run as run_lib
 from gssm_jax.training import schedule, step
+from gssm_jax.training.run import ConfigError, Run, resolve
 
 GIB = 2**30
 
 
-class MemoryBudgetError(UserError):
+class MemoryBudgetError(ConfigError):
     """The train step needs more memory per device than the budget; the message names the fields to change."""
 
 
@@ -50,7 +49,7 @@ def step_memory(compiled: jax.stages.Compiled) -> StepMemory:
                       int(analysis.output_size_in_bytes))
 
 
-def program_memory(run: run_lib.Run, members: int, devices: list[jax.Device] | None = None) -> StepMemory:
+def program_memory(run: Run, members: int, devices: list[jax.Device] | None = None) -> StepMemory:
     """The per-device memory of the step program of `members` copies of `run` (K steps per call), compiled."""
     mesh = step.ensemble_mesh(members, devices)
     program = step.step_program(step.ProgramShape.of(run, members), mesh)
@@ -63,10 +62,10 @@ def ensemble_memory(config: ml_collections.ConfigDict, members: int,
 
     devices: the devices of the mesh (default: all), members split over gcd(members, devices) of them.
     """
-    return program_memory(run_lib.resolve(config, None), members, devices)
+    return program_memory(resolve(config, None), members, devices)
 
 
-def check_program(run: run_lib.Run, program: step.StepProgram, steps: int) -> StepMemory | None:
+def check_program(run: Run, program: step.StepProgram, steps: int) -> StepMemory | None:
     """Raises MemoryBudgetError (one line) if the program needs more than run.memory_budget_gib per device.
 
     A budget of 0 skips the check (returns None). Compiles the program of `steps` steps per call if needed.

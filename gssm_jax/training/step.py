@@ -36,8 +36,8 @@ from gssm_jax.gssm.kernels import sample_kernels
 from gssm_jax.learners import registry, token_losses
 from gssm_jax.sampling.sampler import sample_tokens_fn
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import schedule as schedules
 from gssm_jax.training.run import Run
+from gssm_jax.training.schedule import schedule_fn
 
 METRICS = ("train/loss_nats_per_token", "train/grad_norm", "train/learning_rate")
 
@@ -60,7 +60,7 @@ def make_optimizer(optimizer, num_steps: int) -> tuple[optax.GradientTransformat
     transformation = optax.chain(optax.clip_by_global_norm(optimizer.clip_norm),
                                  optax.scale_by_adam(b1=optimizer.beta1, b2=optimizer.beta2),
                                  optax.add_decayed_weights(optimizer.weight_decay, mask=is_matrix))
-    return transformation, schedules.schedule_fn(optimizer, num_steps)
+    return transformation, schedule_fn(optimizer, num_steps)
 
 
 def init_state(shape, init_seed: int, optimizer: optax.GradientTransformation) -> tuple[nnx.GraphDef, dict]:
