@@ -99,4 +99,7 @@ def test_short_training_run_is_pinned(tmp_path):
     losses = np.array([[r["train/loss_nats_per_token"], r["train/grad_norm"]] for r in records], np.float32)
     evals = np.array([r["eval/excess_loss_nats_per_token"] for r in records if "eval/excess_loss_nats_per_token" in r],
                      np.float64)
-    assert _digest(losses, evals, np.float64(result["eval/loss_nats_per_token"])) == "af3ba8ccea8ef2bf"
+    # Re-pinned when the step moved into the ensemble program (one member, lax.scan over the steps of a call, the
+    # batch sampled inside): the same batches, but XLA reduces the mean loss in another order (step 1's loss is
+    # 2.0794423 instead of 2.0794413, log 8 = 2.0794415) and after five updates the gradient norm moves by 1 ulp.
+    assert _digest(losses, evals, np.float64(result["eval/loss_nats_per_token"])) == "348c9a5f6e52e748"

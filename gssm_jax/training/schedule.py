@@ -44,11 +44,13 @@ def schedule_fn(optimizer: Optimizer, num_steps: int, decay: tuple[int, int] | N
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_steps, 1), 0.0)
     if decay is None and optimizer.schedule == "wsd":
         decay = (round(num_steps * (1 - optimizer.decay_fraction)), num_steps)
-    pieces = [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)]
-    if decay is None:
-        return optax.join_schedules(pieces, [warmup])
-    first, last = decay
-    return optax.join_schedules([*pieces, optax.linear_schedule(peak, 0.0, last - first)], [warmup, first])
+    pieces, boundaries = [optax.constant_schedule(peak)], []
+    if warmup:
+        pieces, boundaries = [optax.linear_schedule(0.0, peak, warmup), *pieces], [warmup]
+    if decay is not None:
+        first, last = decay
+        pieces, boundaries = [*pieces, optax.linear_schedule(peak, 0.0, last - first)], [*boundaries, first]
+    return optax.join_schedules(pieces, boundaries) if boundaries else pieces[0]
 
 
 def learning_rates(schedule: optax.Schedule, start: int, stop: int) -> np.ndarray:

@@ -47,19 +47,24 @@ def model_config(config: ml_collections.ConfigDict, graph: GraphSpec):
     return registry.model_config(config.model.kind, graph.vocab_size, config.model)
 
 
-def make_optimizer(optimizer, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW after global-norm clipping, without its learning rate; and the run's schedule.
+def adamw_without_rate(clip_norm: float, beta1: float, beta2: float, weight_decay: float
+                       ) -> optax.GradientTransformation:
+    """AdamW after global-norm clipping, without its learning rate (weight decay on weight matrices only).
 
-    optimizer: a `run.Optimizer` or `config.optimizer`. The step multiplies the transformation's updates by
-    minus the step's learning rate, as `optax.adamw` does; weight decay applies to weight matrices only.
+    The step multiplies its updates by minus the step's learning rate, as `optax.adamw` does.
     """
 
     def is_matrix(params):
         return jax.tree.map(lambda leaf: leaf.ndim >= 2, params)
 
-    transformation = optax.chain(optax.clip_by_global_norm(optimizer.clip_norm),
-                                 optax.scale_by_adam(b1=optimizer.beta1, b2=optimizer.beta2),
-                                 optax.add_decayed_weights(optimizer.weight_decay, mask=is_matrix))
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam(b1=beta1, b2=beta2),
+                       optax.add_decayed_weights(weight_decay, mask=is_matrix))
+
+
+def make_optimizer(optimizer, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`adamw_without_rate` of `optimizer` (a `run.Optimizer` or `config.optimizer`) and the run's schedule."""
+    transformation = adamw_without_rate(optimizer.clip_norm, optimizer.beta1, optimizer.beta2,
+                                        optimizer.weight_decay)
     return transformation, schedule_fn(optimizer, num_steps)
 
 
@@ -153,11 +158,7 @@ class StepProgram:
 
     def __init__(self, shape: ProgramShape, mesh: Mesh):
         self.shape, self.mesh = shape, mesh
-        clip_norm, beta1, beta2, weight_decay = shape.optimizer
-        fields = ml_collections.ConfigDict(dict(clip_norm=clip_norm, beta1=beta1, beta2=beta2,
-                                                weight_decay=weight_decay, learning_rate=1.0, schedule="constant",
-                                                warmup_steps=0))
-        self.optimizer, _ = make_optimizer(fields, 1)
+        self.optimizer = adamw_without_rate(*shape.optimizer)
         model = nnx.eval_shape(lambda: registry.build(shape.model, nnx.Rngs(0)))
         self.graphdef = nnx.split(model, nnx.Param)[0]
         self.members_sharding = NamedSharding(mesh, PartitionSpec("members"))
