@@ -174,7 +174,8 @@ def _train(runs: Sequence[Run]) -> list[dict]:
     except BaseException:
         checkpoints.close()
         raise
-    branches = [branch for branch in timeline.branches if not writers[0].has_cooldown(branch.fraction)]
+    branches = [branch for branch in timeline.branches
+                if not all(writer.has_cooldown(branch.fraction) for writer in writers)]
     for branch in [branch for branch in branches if branch.fork < start]:
         logging.warning("%s: the cool-down branch at %g forked at step %d, before this run's checkpoint at step %d; "
                         "it is skipped", runs[0].workdir, branch.fraction, branch.fork, start)

@@ -9,10 +9,11 @@ import pytest
 from gssm_jax import data, inference
 from gssm_jax.configs.base import get_config
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.training import loop, members
+from gssm_jax.training import loop, members, run_directory
 from gssm_jax.training.checkpoints import Checkpoints
 from gssm_jax.training.run import ConfigError, resolve
 
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 NUM_VALIDATION = 8  # the tiny config's eval.validation_sequences: the last 8 of the train split
 # 24 training sequences, batch 16: an epoch is 1.5 steps, so the checkpoint at step 4 (stream position 64) is
 # mid-epoch.
@@ -114,3 +115,24 @@ def test_file_source_needs_a_path(tmp_path):
     config.data.source = "file"
     with pytest.raises(ConfigError, match=r"config\.data\.path"):
         loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_an_ensemble_reads_each_members_batches(dataset_path, tmp_path):
+    # Two members on one dataset with other shuffles (data seeds): each trains as its solo run (the per-step
+    # loss within N eps relative, N = batch x length tokens: XLA batches the members' sums in another order).
+    configs = []
+    for k in range(2):
+        config = _config(dataset_path)
+        config.data.data_seed, config.model.init_seed, config.optimizer.warmup_steps = 5 + k, k, 1
+        config.train.update(num_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
+        config.workdir = str(tmp_path / f"member{k}")
+        configs.append(config)
+    loop.train_ensemble(configs)
+    members_losses = []
+    for k, config in enumerate(configs):
+        loop.train_and_evaluate(config, str(tmp_path / f"solo{k}"))
+        member, solo = ([record["train/loss_nats_per_token"] for record in run_directory.read_metrics(workdir)]
+                        for workdir in (config.workdir, str(tmp_path / f"solo{k}")))
+        np.testing.assert_allclose(member, solo, rtol=config.data.batch_size * config.data.length * FLOAT32_EPS)
+        members_losses.append(member)
+    assert members_losses[0][1:] != members_losses[1][1:]  # other batches
