@@ -64,7 +64,7 @@ class _StopSignals:
 
 def training_source(config: ml_collections.ConfigDict | Run, graph=None,
                     mesh: jax.sharding.Mesh | None = None) -> members.TrainingSource:
-    """A run's `(kernels, training stream with .batch(step), held-out tokens, identity, validation tokens)`.
+    """A run's `(kernels, training stream with .batch(step), held-out tokens, identity)` (`members.TrainingSource`).
 
     The stream is the one the run trains on (for the n-gram floor); `graph` is ignored (the config's);
     `mesh` (a ("data",) mesh, default all devices) splits its rows.
@@ -144,47 +144,52 @@ def train(runs: Sequence[Run]) -> list[dict]:
     return results
 
 
-def _restore(ensemble: members.Ensemble, checkpoints: MemberCheckpoints) -> tuple[object, int]:
-    """The stacked state to start from and its step: the members' common checkpoint, or a fresh state."""
-    start = checkpoints.resume_step()
-    if not start:
-        return ensemble.initial_state(), 0
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=device),
-                        ensemble.program.abstract_state())
-    try:
-        return ensemble.stack(checkpoints.restore(start, like)), start
-    except (ValueError, KeyError, TypeError) as error:  # orbax: the saved arrays do not fit this model
-        raise ConfigError(f"the checkpoint at step {start} in {ensemble.runs[0].workdir} does not fit this model "
-                          f"({type(error).__name__}); pass a new --workdir") from None
-
-
-def _train(runs: Sequence[Run]) -> list[dict]:
+def _start(runs: Sequence[Run]) -> tuple[members.Ensemble, MemberCheckpoints, object, int, list]:
+    """The ensemble (its program compiled and checked against the memory budget), its checkpoints, the stacked
+    state to start from and its step (the members' common checkpoint, or 0), and the members' `RunWriter`s."""
     compilation_cache.enable()
     ensemble = members.Ensemble(runs)
-    timeline = ensemble.timeline
     # Before anything long: a program that cannot fit fails here, naming the fields to change.
-    memory.check_program(runs[0], ensemble.program, timeline.call_steps)
+    memory.check_program(runs[0], ensemble.program, ensemble.timeline.call_steps)
     checkpoints = MemberCheckpoints([os.path.join(run.workdir, run_directory.CHECKPOINTS_DIR) for run in runs],
                                     runs[0].cadence.keep_checkpoints)
-    try:  # the files are written after the restore: a checkpoint that does not fit leaves them as they were
-        state, start = _restore(ensemble, checkpoints)
+    try:
+        start, state = checkpoints.resume_step(), None
+        if start:
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=device),
+                                ensemble.program.abstract_state())
+            try:
+                state = ensemble.stack(checkpoints.restore(start, like))
+            except (ValueError, KeyError, TypeError) as error:  # orbax: the saved arrays do not fit this model
+                raise ConfigError(f"the checkpoint at step {start} in {runs[0].workdir} does not fit this model "
+                                  f"({type(error).__name__}); pass a new --workdir") from None
+        # Written after the restore: a checkpoint that does not fit leaves the run's files as they were.
         writers = [run_directory.RunWriter(run.workdir, run.config, start, run.data.length, run.tensorboard)
                    for run in runs]
     except BaseException:
         checkpoints.close()
         raise
-    branches = [branch for branch in timeline.branches
+    return ensemble, checkpoints, ensemble.initial_state() if state is None else state, start, writers
+
+
+def _branches_to_run(ensemble: members.Ensemble, writers: list, start: int) -> list:
+    """The cool-down branches some member has not recorded yet, from `start` on."""
+    branches = [branch for branch in ensemble.timeline.branches
                 if not all(writer.has_cooldown(branch.fraction) for writer in writers)]
     for branch in [branch for branch in branches if branch.fork < start]:
         logging.warning("%s: the cool-down branch at %g forked at step %d, before this run's checkpoint at step %d; "
-                        "it is skipped", runs[0].workdir, branch.fraction, branch.fork, start)
-    branches = [branch for branch in branches if branch.fork >= start]
-    recorder = Recorder(runs, writers, start, timeline.num_steps - start + sum(b.end - b.fork for b in branches))
-    configs = [run.config for run in runs]
+                        "it is skipped", ensemble.runs[0].workdir, branch.fraction, branch.fork, start)
+    return [branch for branch in branches if branch.fork >= start]
+
+
+def _train(runs: Sequence[Run]) -> list[dict]:
+    ensemble, checkpoints, state, step, writers = _start(runs)
+    timeline, configs = ensemble.timeline, [run.config for run in runs]
+    branches = _branches_to_run(ensemble, writers, step)
+    recorder = Recorder(runs, writers, timeline.num_steps - step + sum(b.end - b.fork for b in branches))
     try:
         with _StopSignals() as stop:
-            step = start
             while True:
                 for branch in [branch for branch in branches if branch.fork == step]:
                     if checkpoints.saved_step != step:  # a kill during the branch restarts it from here
@@ -194,12 +199,11 @@ def _train(runs: Sequence[Run]) -> list[dict]:
                     break
                 for steps in timeline.calls(step, timeline.next_stop(step)):
                     state, metrics = ensemble.run(state, step, steps)
-                    recorder.dispatched(step, metrics)
+                    recorder.dispatched(step, metrics)  # records the previous call's metrics
                     step += steps
                     if stop.received:
                         break
-                evaluations = _evaluate(ensemble, state, step, writers) if timeline.is_eval(step) else None
-                recorder.flush(evaluations)
+                recorder.flush(_evaluate(ensemble, state, step, writers) if timeline.is_eval(step) else None)
                 if timeline.is_checkpoint(step) or stop.received:
                     checkpoints.save(step, ensemble.member_states(state), configs)
                 if stop.received:

@@ -24,26 +24,23 @@ from gssm_jax.training.run import Run
 
 
 class TrainingSource(NamedTuple):
-    """A run's data: its kernels, training stream (`batch(step)`), held-out and validation tokens.
+    """A run's data: its kernels, training stream (`batch(step)`) and held-out tokens (eval.num_sequences, length).
 
-    heldout: (eval.num_sequences, length); validation: (eval.validation_sequences, length); identity:
-    what the held-out set's exact losses depend on (their cache key, `evaluation.cached_optimal_losses`).
+    identity: what the held-out set's exact losses depend on (their cache key, `evaluation.cached_optimal_losses`).
     """
 
     kernels: Kernels
     stream: data.Batches
     heldout: jax.Array
     identity: dict
-    validation: jax.Array
 
 
 def training_source(run: Run, mesh: jax.sharding.Mesh) -> TrainingSource:
     """The `TrainingSource` of `run`, its stream's rows split over `mesh`'s "data" axis.
 
     "onfly": kernels from the kernel seed, fresh sequences every step (`data.OnTheFlyBatches`, the stream the
-    step program samples inside), held-out set from the eval seed, validation from `keys.validation_key`.
-    "file": the dataset's kernels, a per-epoch shuffle of its first `num_sequences` training sequences, the
-    first eval sequences of its test split, and the last validation sequences of its train split.
+    step program samples inside), held-out set from the eval seed. "file": the dataset's kernels, a per-epoch
+    shuffle of its first `num_sequences` training sequences, the first eval sequences of its test split.
     """
     source, length = run.data, run.data.length
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -52,19 +49,25 @@ def training_source(run: Run, mesh: jax.sharding.Mesh) -> TrainingSource:
         stream = data.OnTheFlyBatches(run.graph, sampling_tables(run.graph, kernels), source.batch_size, length,
                                       keys.data_key(source.data_seed), mesh)
         heldout = evaluation.heldout_tokens(run.graph, kernels, run.eval.num_sequences, length, run.eval.eval_seed)
-        validation = evaluation.validation_tokens(run.graph, kernels, run.eval.validation_sequences, length,
-                                                  source.data_seed)
         identity = {"graph": run.config["graph"], "seed": run.kernel_seed, "eval_seed": run.eval.eval_seed,
                     "num_sequences": run.eval.num_sequences, "length": length}
-        return TrainingSource(kernels, stream, heldout, identity, validation)
+        return TrainingSource(kernels, stream, heldout, identity)
     dataset = source.dataset
     stream = data.FileBatches(dataset.train, source.batch_size, source.data_seed, source.num_sequences, sharding)
     heldout = jnp.asarray(dataset.test.take(np.arange(run.eval.num_sequences)))
-    validation = jnp.asarray(dataset.train.take(np.arange(len(dataset.train) - run.eval.validation_sequences,
-                                                          len(dataset.train))))
     identity = {"dataset_test_sha256": [entry["sha256"] for entry in dataset.meta["shards"]["test"]],
                 "num_sequences": run.eval.num_sequences}
-    return TrainingSource(jax.tree.map(jnp.asarray, dataset.kernels), stream, heldout, identity, validation)
+    return TrainingSource(jax.tree.map(jnp.asarray, dataset.kernels), stream, heldout, identity)
+
+
+def validation_tokens(run: Run, kernels: Kernels) -> jax.Array:
+    """The validation split (eval.validation_sequences, length): sequences of the training stream's distribution
+    that no step trains on (on the fly: from `keys.validation_key`; from a file: the last of the train split)."""
+    if run.data.source == "onfly":
+        return evaluation.validation_tokens(run.graph, kernels, run.eval.validation_sequences, run.data.length,
+                                            run.data.data_seed)
+    train = run.data.dataset.train
+    return jnp.asarray(train.take(np.arange(len(train) - run.eval.validation_sequences, len(train))))
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -95,7 +98,8 @@ class Ensemble:
         chunk = min(runs[0].data.batch_size, runs[0].eval.num_sequences, runs[0].eval.validation_sequences)
         self._model_losses = evaluation.make_model_losses(self.program.graphdef, self.mesh, chunk)
         self._heldout = _stack([source.heldout for source in self.sources])
-        self._validation = _stack([source.validation for source in self.sources])
+        self._validation = _stack([validation_tokens(run, source.kernels)
+                                   for run, source in zip(runs, self.sources, strict=True)])
         self._optimal = None
 
     @property

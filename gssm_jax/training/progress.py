@@ -68,15 +68,13 @@ class Recorder:
 
     Args:
       runs, writers: the members and their `RunWriter`s.
-      start: the step training resumes from.
       total_steps: steps this process will train (main run and branches), for the bar.
     """
 
-    def __init__(self, runs: Sequence[Run], writers: Sequence[RunWriter], start: int, total_steps: int):
+    def __init__(self, runs: Sequence[Run], writers: Sequence[RunWriter], total_steps: int):
         self.runs, self.writers = runs, writers
         self.offsets = [writer.last_record["elapsed_s"] if writer.last_record else 0.0 for writer in writers]
         self.started = self.last_time = time.perf_counter()
-        self.last_finite_step = start
         self.pending = None
         name = runs[0].workdir if len(runs) == 1 else f"{len(runs)} runs"
         self.bar = ProgressBar(f"train {name}", total_steps, runs[0].tokens_per_step * len(runs))
@@ -101,23 +99,24 @@ class Recorder:
         now, steps = time.perf_counter(), next(iter(values.values())).shape[0]
         tokens_per_second = steps * self.runs[0].tokens_per_step / max(now - self.last_time, 1e-9)
         self.last_time = now
+        finite = np.all([np.isfinite(column) for column in values.values()], axis=0)  # (steps, M)
+        if not finite.all():
+            offset, member = np.argwhere(~finite)[0]
+            row = {name: float(column[offset, member]) for name, column in values.items()}
+            check_finite(start + offset + 1, row, start + offset, self.runs[member].workdir)
         for offset in range(steps):
             step = start + offset + 1
             for member, (run, writer) in enumerate(zip(self.runs, self.writers, strict=True)):
-                row = {name: float(column[offset, member]) for name, column in values.items()}
-                check_finite(step, row, step - 1 if branch else self.last_finite_step, run.workdir)
                 summary = evaluations[member] if evaluations is not None and offset == steps - 1 else None
-                cadence = run.cadence
-                if branch or not (step % cadence.log_every == 0 or summary is not None or step == run.num_steps):
+                if branch or not (step % run.cadence.log_every == 0 or summary is not None or step == run.num_steps):
                     continue
+                row = {name: float(column[offset, member]) for name, column in values.items()}
                 writer.write({"step": step, "elapsed_s": self.elapsed(member),
                               "tokens_seen": step * run.tokens_per_step, **row,
                               "train/tokens_per_second": tokens_per_second, **(summary or {})})
                 excess = (writer.last_eval or {}).get("eval/excess_loss_nats_per_token", math.nan)
                 logging.vlog(1, "%s step %d/%d | loss %.4f nats/token | excess %.4f | %.1fk tokens/s", run.workdir,
                              step, run.num_steps, row["train/loss_nats_per_token"], excess, tokens_per_second / 1e3)
-            if not branch:
-                self.last_finite_step = step
         loss = float(np.mean(values["train/loss_nats_per_token"][-1]))
         excesses = [(writer.last_eval or {}).get("eval/excess_loss_nats_per_token") for writer in self.writers]
         excess = "n/a" if None in excesses else f"{np.mean(excesses):.4f}"

@@ -99,7 +99,7 @@ def test_the_validation_split_is_never_trained_on(dataset_path, tmp_path, monkey
         state, _ = ensemble.run(state, start, 4)
     trained = np.unique(np.concatenate(read))
     assert trained.max() < NUM_TRAIN - NUM_VALIDATION and trained.size == NUM_TRAIN - NUM_VALIDATION
-    validation = np.asarray(ensemble.sources[0].validation)
+    validation = np.asarray(members.validation_tokens(run, ensemble.sources[0].kernels))
     np.testing.assert_array_equal(validation, take(dataset.train, np.arange(NUM_TRAIN - NUM_VALIDATION, NUM_TRAIN)))
 
 
