@@ -79,6 +79,8 @@ class Ensemble:
 
     Attributes:
       runs, mesh, program (`step.StepProgram`), timeline (`schedule.Timeline`), sources (`TrainingSource`s).
+      stream: (source "onfly") the program's `stream` argument on the mesh: the members' stacked sampling
+        tables and uint32 (M, 2) data-key words; None for source "file" (tokens are read per call).
     """
 
     def __init__(self, runs: Sequence[Run], devices: Sequence[jax.Device] | None = None):
@@ -89,10 +91,10 @@ class Ensemble:
         data_mesh = jax.make_mesh((self.mesh.devices.size,), ("data",), devices=self.mesh.devices.reshape(-1),
                                   axis_types=(jax.sharding.AxisType.Auto,))
         self.sources = [training_source(run, data_mesh) for run in runs]
-        self._stream = None
+        self.stream = None
         if runs[0].data.source == "onfly":
             words = [jax.random.key_data(keys.data_key(run.data.data_seed)) for run in runs]
-            self._stream = jax.device_put((_stack([source.stream.tables for source in self.sources]), _stack(words)),
+            self.stream = jax.device_put((_stack([source.stream.tables for source in self.sources]), _stack(words)),
                                           self.program.members_sharding)
         self._rates = {None: self._rate_table(None)}
         chunk = min(runs[0].data.batch_size, runs[0].eval.num_sequences, runs[0].eval.validation_sequences)
@@ -150,7 +152,7 @@ class Ensemble:
         """
         if branch not in self._rates:
             self._rates[branch] = self._rate_table(branch)
-        stream = self._stream if self._stream is not None else self._tokens(start, steps)
+        stream = self.stream if self.stream is not None else self._tokens(start, steps)
         return self.program(steps, state, stream, self._rates[branch][start:start + steps])
 
     def optimal_losses(self) -> list[np.ndarray]:

@@ -177,7 +177,7 @@ class StepProgram:
             return NamedSharding(self.mesh, PartitionSpec(None, "members", "data"))
         return self.members_sharding
 
-    def _sample(self, stream, steps: jax.Array) -> jax.Array:
+    def sample(self, stream, steps: jax.Array) -> jax.Array:
         """Every member's batch of its step `steps` (M,): tokens (M, batch, length), rows split over "data"."""
         shape, mesh = self.shape, self.mesh
         local_batch = shape.batch_size // mesh.shape["data"]
@@ -203,7 +203,7 @@ class StepProgram:
             def body(state, inputs):
                 rates, tokens = inputs
                 if on_the_fly:
-                    tokens = self._sample(stream, state["step"])
+                    tokens = self.sample(stream, state["step"])
                 tokens = jax.lax.with_sharding_constraint(tokens, self.batch_sharding)
                 return step(state, tokens, rates)
 

@@ -25,7 +25,7 @@ from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.gssm.kernels import sample_kernels
 from gssm_jax.learners import registry
 from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import loop, members, run_directory, schedule
+from gssm_jax.training import loop, members, memory, run_directory, schedule
 from gssm_jax.training.checkpoints import Checkpoints
 from gssm_jax.training.run import ConfigError, resolve
 from gssm_jax.training.step import init_state, loss_fn
@@ -179,3 +179,21 @@ def test_a_member_of_another_shape_is_refused_in_one_line(tmp_path):
     configs[1].workdir = configs[0].workdir
     with pytest.raises(ConfigError, match="share a workdir"):
         loop.train_ensemble(configs)
+
+
+def test_the_program_samples_each_members_stream_bitwise():
+    # Inside the step program every member's batch of step s is sampled on the (2, 4) mesh: the rows of
+    # `data.OnTheFlyBatches(...).batch(s)` of that member's kernels and data seed, bit for bit.
+    runs = [resolve(config, None) for config in member_configs("transformer", "/unused")[:2]]
+    ensemble = members.Ensemble(runs)
+    steps = jax.numpy.array([3, 7], jax.numpy.int32)
+    tokens = jax.jit(ensemble.program.sample)(ensemble.stream, steps)
+    for k, (source, step) in enumerate(zip(ensemble.sources, (3, 7), strict=True)):
+        np.testing.assert_array_equal(np.asarray(tokens[k]), np.asarray(source.stream.batch(step)))
+
+
+def test_the_ensemble_memory_holds_every_members_state():
+    config = member_configs("transformer", "/unused")[0]
+    one, three = memory.ensemble_memory(config, 1), memory.ensemble_memory(config, 3)
+    # Arguments: parameters, optimizer state and sampling tables, per member (the learning rates are tiny).
+    assert 2.9 * one.argument_bytes <= three.argument_bytes <= 3.1 * one.argument_bytes
