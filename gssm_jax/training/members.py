@@ -127,8 +127,7 @@ class Ensemble:
     def _rate_table(self, branch: schedule.Branch | None) -> np.ndarray:
         """float32 (num_steps, M): every member's learning rate at every step of the main run or `branch`."""
         decay = None if branch is None else (branch.fork, branch.end)
-        return np.stack([schedule.learning_rates(schedule.schedule_fn(run.optimizer, run.num_steps, decay), 0,
-                                                 run.num_steps) for run in self.runs], axis=1)
+        return np.stack([schedule.rate_table(run.optimizer, run.num_steps, decay) for run in self.runs], axis=1)
 
     def _tokens(self, start: int, steps: int) -> jax.Array:
         """(file) tokens (steps, M, batch, length) of steps start .. start + steps - 1, read on the host."""

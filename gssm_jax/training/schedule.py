@@ -22,6 +22,7 @@ calls: a run resumed at any call boundary runs the same calls as an uninterrupte
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -54,9 +55,21 @@ def schedule_fn(optimizer: Optimizer, num_steps: int, decay: tuple[int, int] | N
 
 
 def learning_rates(schedule: optax.Schedule, start: int, stop: int) -> np.ndarray:
-    """float32 (stop - start,): the schedule at steps start .. stop - 1 (the rate each of those updates uses)."""
+    """float32 (stop - start,): the schedule at steps start .. stop - 1 (the rate each of those updates uses).
+
+    Bitwise the rate a jitted step computes from its int32 step count.
+    """
     steps = jnp.arange(start, stop, dtype=jnp.int32)
     return np.asarray(jax.jit(jax.vmap(schedule))(steps), np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def rate_table(optimizer: Optimizer, num_steps: int, decay: tuple[int, int] | None = None) -> np.ndarray:
+    """`learning_rates` of `schedule_fn(optimizer, num_steps, decay)` at steps 0 .. num_steps - 1, read-only
+    (computed once per process for every run with these values)."""
+    table = learning_rates(schedule_fn(optimizer, num_steps, decay), 0, num_steps)
+    table.flags.writeable = False
+    return table
 
 
 class Branch(NamedTuple):
