@@ -9,7 +9,7 @@ or generated for another graph, length or kernel seed (opened once, here). Nothi
 
 `Run.program_key()` is what the members of one ensemble (`gssm_jax.training.loop.train_ensemble`) must
 share: the graph's structure without its alphas, the model shape, the data shapes, the budget, the schedule's
-shape, the eval and validation shapes and the cadence. Members may differ in kernels (alphas, kernel seed),
+shape, the eval and validation shapes and the cadence (they train in lockstep and checkpoint together). Members may differ in kernels (alphas, kernel seed),
 data seed, init seed, eval seed and peak learning rate.
 """
 
@@ -137,8 +137,7 @@ class Run:
                    if name != "learning_rate"},
                 "eval.num_sequences": self.eval.num_sequences,
                 "eval.validation_sequences": self.eval.validation_sequences,
-                **{f"train.{name}": value for name, value in dataclasses.asdict(self.cadence).items()
-                   if name != "keep_checkpoints"}}
+                **{f"train.{name}": value for name, value in dataclasses.asdict(self.cadence).items()}}
 
 
 def check_workdir(workdir: str) -> None:
