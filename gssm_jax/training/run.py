@@ -255,8 +255,8 @@ def _data_source(config: ml_collections.ConfigDict, validation: int) -> DataSour
         raise ConfigError(f"config.data.num_sequences={fields.num_sequences}: {fields.path} has {len(dataset.train)} "
                           f"training sequences, the last config.eval.validation_sequences={validation} of which "
                           "validate; lower one of them or generate a larger train split")
-    return DataSource("file", fields.data_seed, fields.batch_size, fields.length, fields.path,
-                      fields.num_sequences or available, dataset)
+    return DataSource("file", fields.data_seed, fields.batch_size, fields.length, path=fields.path,
+                      num_sequences=fields.num_sequences or available, dataset=dataset)
 
 
 def resolve(config: ml_collections.ConfigDict, workdir: str | None, mesh: jax.sharding.Mesh | None = None) -> Run:

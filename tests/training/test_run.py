@@ -19,7 +19,7 @@ def _config(**fields):
 
 def test_resolve_types_every_part_of_the_run(tmp_path):
     run = resolve(_config(), str(tmp_path / "run"))
-    assert (tmp_path / "run").is_dir()
+    assert not (tmp_path / "run").exists()  # checks create nothing: a refused config leaves no empty directory
     assert run.shape == registry.model_config("transformer", 8, get_config("size=tiny").model)
     assert (run.graph.vocab_size, run.kernel_seed, run.init_seed) == (8, 0, 0)
     assert (run.data.source, run.data.batch_size, run.data.length, run.data.data_seed) == ("onfly", 16, 32, 1)
@@ -71,3 +71,14 @@ def test_a_cool_down_fork_before_the_warmup_names_both_fields():
     message = str(raised.value)
     # The branch at 0.1 of 40 steps forks at round(0.1 * 40 * 0.8) = 3, inside the 5-step warmup.
     assert "config.train.cooldowns" in message and "forks at step 3" in message
+
+
+def test_a_refused_config_leaves_no_directory_and_an_unwritable_parent_is_named(tmp_path):
+    config = _config()
+    config.optimizer.learning_rate = -1.0
+    with pytest.raises(ConfigError, match="learning_rate"):
+        resolve(config, str(tmp_path / "new" / "run"))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot be created: .*file is a file"):
+        resolve(_config(), str(tmp_path / "file" / "run"))
