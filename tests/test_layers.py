@@ -12,7 +12,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Bottom first. Units in the same row may not import each other either.
 LAYERS = (
     ("errors", "files", "threefry"),
-    ("keys", "statistics", "parallel"),
+    ("keys", "statistics", "parallel", "compilation_cache"),
     ("gssm",),
     ("sampling",),
     ("inference",),

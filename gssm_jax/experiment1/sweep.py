@@ -66,8 +66,9 @@ def train_ensemble(runs: list[ml_collections.ConfigDict]) -> RunOutcomes:
 def calibrate_measures(config: ml_collections.ConfigDict, graph: str, measures: tuple[str, ...], workdir: str,
                        log: Log = print) -> dict[str, dict]:
     """`{measure: calibration record}` of `graph`, every measure measured on the same sampled batches."""
-    from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when not cached)
+    from gssm_jax import compilation_cache, difficulty  # noqa: PLC0415 (JAX work only when not cached)
 
+    compilation_cache.enable()
     calibration = config.calibration
     measurer = difficulty.Measurer(get_family(graph), seeds=calibration.seeds, batch_size=calibration.batch_size,
                                    length=calibration_length(config, graph), measures=measures)
@@ -76,6 +77,9 @@ def calibrate_measures(config: ml_collections.ConfigDict, graph: str, measures: 
 
 def floor_task(run: ml_collections.ConfigDict, seed_dir: str) -> dict:
     """The n-gram floor of one seed folder (a picklable module-level task)."""
+    from gssm_jax import compilation_cache  # noqa: PLC0415 (JAX only in the task)
+
+    compilation_cache.enable()
     return ngram_floor(run, seed_dir)
 
 
