@@ -1,105 +1,135 @@
-"""Experiment 1 at `size=paper` on an accelerator: the train step of both seed graphs and its sampling share.
+"""The training loop against its own step program, on an accelerator (issue 20 item 4: loop >= 90% of step + sampling).
 
-  python -m benchmarks.accelerator            # on a GPU/TPU: paper shapes, bfloat16
-  python -m benchmarks.accelerator --quick    # anywhere (CPU: seconds): batch 8, T=256, float32
+  python -m benchmarks.accelerator            # accelerator: experiment1 size=gpu shapes (CPU: size=cpu shapes)
+  python -m benchmarks.accelerator --quick    # seconds on a CPU: size=tiny shapes, four_by_four
+  python -m benchmarks.accelerator --graphs=four_by_four --members=16 --loop-steps=100
 
-For each seed graph (four_by_four at T=2048, eight_by_four at T=4096) and the `base` model of
-`experiment1:size=paper` (4 x 128, 8 heads, global batch 64, on every local device), one row: train-step
-tokens/s (median of --steps steps on one fixed batch), model TFLOP/s, XLA's compiled memory of the step
-(temporaries; peak bytes in use where the backend reports them), the on-device sampling of the next batch
-(`data.OnTheFlyBatches`, seconds) and its share of step + sampling, and compile time.
-
-Model FLOPs per token (forward + backward, matmuls only): 6 N for the N non-embedding parameters (the
-token embedding is a lookup) plus 6 T W per layer for causal attention (QK^T and PV, 2 T W each on
-average over positions, times 3 for the backward). The sampler alone at batch 1024 is
-`python -m benchmarks.sampler`.
+One row per graph, for M runs of its Experiment 1 program (`--members`, default 1: a solo run; the configs the
+sweep writes, `benchmarks.programs`):
+* step + sampling: the bare step program of `gssm_jax.training.step` as the loop calls it (K steps per call,
+  each step's batch sampled inside; median of `--repeats` x `--calls` calls after a warm-up; aggregate
+  tokens/s over the members), its model TFLOP/s (6 N per token for the N non-embedding parameters, plus
+  6 T W per layer for causal attention), its compiled memory per device and its compile time; the sampler
+  alone (every member's batch of one step, jitted) as a share of a step;
+* loop: `gssm_jax.training.loop.train_ensemble` of the same runs shortened to `--loop-steps` steps (default
+  4 evaluations' worth, at least 20) with the size's evaluation, logging and checkpoint cadence and its
+  cool-down branch (the warmup scaled with the run), run twice in fresh run directories, the second timed.
+  *steady*: the tokens trained (branch steps included) between the first and the last metrics record over
+  their elapsed time, evaluations, checkpoints and records inside; *end to end*: all tokens trained over the
+  wall time of the whole call (setup, held-out set and its exact losses, compiled programs loaded, last
+  evaluation, result);
+* loop / step: steady loop tokens/s over the step program's (target >= 0.9 for a solo run).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import tempfile
 import time
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 
-from gssm_jax import parallel
-from gssm_jax.configs.experiment1 import get_config
-from gssm_jax.data import OnTheFlyBatches
-from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.gssm.kernels import sample_kernels
-from gssm_jax.learners import count_parameters, transformer
-from gssm_jax.sampling import sampling_tables
-from gssm_jax.training.step import init_state, make_optimizer, make_train_step, model_config
+from benchmarks import measure, programs
+from gssm_jax.learners import transformer
+from gssm_jax.training import loop, run_directory, schedule
+from gssm_jax.training.run import resolve
 
 GRAPHS = ("four_by_four", "eight_by_four")
 
 
-def _median_seconds(function, repetitions: int) -> float:
-    times = []
-    for repetition in range(repetitions):
-        start = time.perf_counter()
-        jax.block_until_ready(function(repetition))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def short_run(config, loop_steps: int | None):
+    """`config` shortened to `loop_steps` steps (default: 4 evaluations, at least 20 steps, at most the run's),
+    its evaluation, logging and checkpoint cadence kept, its warmup scaled with the run."""
+    train, optimizer = config.train, config.optimizer
+    eval_every, log_every, num_steps = train.eval_every, train.log_every, train.num_steps
+    steps = loop_steps or min(num_steps, max(4 * eval_every, 20))
+    train.num_steps, train.eval_every, train.log_every = steps, eval_every, log_every
+    optimizer.warmup_steps = int(optimizer.warmup_steps * steps // num_steps)
+    return config
 
 
-def measure(graph_name: str, steps: int, quick: bool) -> dict:
-    """One row: the paper-size train step of `graph_name` (quick: a CPU-sized stand-in)."""
-    config = get_config(f"graph={graph_name},size=paper")
-    config.model.update(config.experiment1.models["base"])
-    if quick:
-        config.data.update(batch_size=8, length=256)
-    else:
-        config.model.dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    batch, length = config.data.batch_size, config.data.length
-    graph = GraphSpec.from_config(config.graph)
-    mesh = parallel.data_parallel_mesh()
-    shape = model_config(config, graph)
-    optimizer, schedule = make_optimizer(config.optimizer, 1000)
-    graphdef, state = init_state(shape, 0, optimizer)
-    holder = {"state": jax.device_put(state, parallel.replicated(mesh))}
-    data = OnTheFlyBatches(graph, sampling_tables(graph, sample_kernels(jax.random.key(0), graph)),
-                           batch, length, jax.random.key(1), mesh)
-    tokens = data.batch(0)
-    started = time.perf_counter()
-    compiled = make_train_step(graphdef, optimizer, schedule, mesh).lower(holder["state"], tokens).compile()
-    compile_s = time.perf_counter() - started
-    memory = compiled.memory_analysis()
-
-    def train_once(_):
-        holder["state"], metrics = compiled(holder["state"], tokens)
-        return metrics
-
-    train_once(0)  # warm-up
-    step_s = _median_seconds(train_once, steps)
-    sample_s = _median_seconds(lambda index: data.batch(index + 1), steps)
-    embedding = graph.vocab_size * config.model.width
-    parameters = count_parameters(state["params"]) - embedding
-    flops_per_token = 6 * parameters + 6 * length * config.model.width * config.model.depth
-    tokens_per_s = batch * length / step_s
+def step_rates(configs, calls: int, repeats: int) -> dict:
+    """The bare step program's row (`programs.TimedProgram`), with model TFLOP/s and the sampler's share."""
+    timed = programs.TimedProgram(configs)
+    row = timed.row(calls, repeats)
+    ensemble, members = timed.ensemble, timed.ensemble.members
+    run = ensemble.runs[0]
+    sample = jax.jit(lambda stream, step: ensemble.program.sample(stream, jnp.full((members,), step, jnp.int32)))
+    jax.block_until_ready(sample(ensemble.stream, 0))  # compiles
+    sample_s = measure.median_seconds(lambda index: jax.block_until_ready(sample(ensemble.stream, index + 1)),
+                                      max(repeats, 1))
+    step_s = row["call_s"] / row["call_steps"]
+    shape, length = run.shape, run.data.length
+    parameters = ensemble.num_parameters() - run.graph.vocab_size * shape.width
+    flops_per_token = 6 * parameters + 6 * length * shape.width * shape.depth
+    attention = (transformer.check_attention(shape, length).name
+                 if isinstance(shape, transformer.TransformerConfig) else "-")
     in_use = jax.devices()[0].memory_stats() or {}
-    return {"graph": graph_name, "T": length, "batch": batch, "dtype": config.model.dtype,
-            "attention": transformer.check_attention(shape, length).name, "tokens_per_s": tokens_per_s,
-            "tflops": tokens_per_s * flops_per_token / 1e12, "temp_gib": memory.temp_size_in_bytes / 2**30,
-            "peak_gib": in_use.get("peak_bytes_in_use", float("nan")) / 2**30, "sample_s": sample_s,
-            "sampling_share": sample_s / (sample_s + step_s), "compile_s": compile_s}
+    return {**row, "tflops": row["tokens_per_s"] * flops_per_token / 1e12, "sampling_share": sample_s / step_s,
+            "attention": attention, "dtype": shape.dtype, "length": length, "batch": run.data.batch_size,
+            "peak_gib": in_use.get("peak_bytes_in_use", float("nan")) / 2**30}
+
+
+def loop_rates(config, members: int, root: str) -> dict:
+    """The loop's steady and end-to-end tokens/s on `members` runs of `config` (the module docstring)."""
+    configs = programs.member_configs(config, members, os.path.join(root, "warm"))
+    started = time.perf_counter()
+    loop.train_ensemble(configs)  # compiles every program the run uses
+    warm_s = time.perf_counter() - started
+    configs = programs.member_configs(config, members, os.path.join(root, "timed"))
+    started = time.perf_counter()
+    loop.train_ensemble(configs)
+    wall_s = time.perf_counter() - started
+    run = resolve(configs[0], None)
+    branches = schedule.timeline(run).branches
+    tokens_per_step = members * run.tokens_per_step
+    trained = run.num_steps + sum(branch.end - branch.fork for branch in branches)
+    records = run_directory.read_metrics(configs[0].workdir)  # every member shares the timeline
+    steady = float("nan")
+    if len(records) >= 2:
+        first, last = records[0]["step"], records[-1]["step"]
+        steps = last - first + sum(branch.end - branch.fork for branch in branches if first <= branch.fork < last)
+        steady = steps * tokens_per_step / (records[-1]["elapsed_s"] - records[0]["elapsed_s"])
+    return {"steady_tokens_per_s": steady, "end_to_end_tokens_per_s": trained * tokens_per_step / wall_s,
+            "wall_s": wall_s, "warm_s": warm_s, "num_steps": run.num_steps}
 
 
 def main() -> None:
+    on_cpu = jax.default_backend() == "cpu"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 8, T=256, float32 (runs on a CPU in seconds)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (after one warm-up)")
+    parser.add_argument("--quick", action="store_true", help="size=tiny, four_by_four, one call (seconds on a CPU)")
+    parser.add_argument("--size", default="cpu" if on_cpu else "gpu", help="experiment1 size whose shapes to run")
+    parser.add_argument("--graphs", default=",".join(GRAPHS), help="graph families, one row each")
+    parser.add_argument("--members", type=int, default=1, help="runs trained together (1: a solo run)")
+    parser.add_argument("--calls", type=int, default=3, help="K-step calls per timed repetition of the program")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions (the median is reported)")
+    parser.add_argument("--loop-steps", type=int, default=0,
+                        help="steps of the loop's run (0: 4 evaluations' worth, >= 20)")
     arguments = parser.parse_args()
-    print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; jax {jax.__version__}")
-    print("| graph | T | batch | dtype | attention | tokens/s | model TFLOP/s | XLA temp GiB | peak in use GiB | "
-          "sampling s/batch | sampling share | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name in GRAPHS:
-        row = measure(name, arguments.steps, arguments.quick)
-        print(f"| {name} | {row['T']} | {row['batch']} | {row['dtype']} | {row['attention']} | "
-              f"{row['tokens_per_s']:,.0f} | {row['tflops']:.1f} | {row['temp_gib']:.2f} | {row['peak_gib']:.2f} | "
-              f"{row['sample_s']:.3f} | {row['sampling_share']:.0%} | {row['compile_s']:.1f} |", flush=True)
+    if arguments.quick:
+        arguments.size, arguments.graphs, arguments.calls, arguments.repeats = "tiny", "four_by_four", 1, 1
+    print(f"device: {measure.device_name()}")
+    print(f"experiment1 size={arguments.size}, {arguments.members} run(s) per program; step + sampling: median of "
+          f"{arguments.repeats} x {arguments.calls} calls; loop: the second of two short runs", flush=True)
+    print("| graph | T | batch | M | dtype | attention | K | step + sampling tokens/s | loop tokens/s (steady) | "
+          "loop / step | loop end to end tokens/s | loop steps | model TFLOP/s | sampling share | "
+          "compiled GiB / device | peak in use GiB | compile s | loop wall s (first / timed) |")
+    print("|" + "---|" * 18, flush=True)
+    for graph in arguments.graphs.split(","):
+        config = short_run(programs.sweep_config(graph, arguments.size), arguments.loop_steps)
+        step = step_rates(programs.member_configs(config, arguments.members), arguments.calls, arguments.repeats)
+        with tempfile.TemporaryDirectory(prefix="benchmark_loop_") as root:
+            looped = loop_rates(config, arguments.members, root)
+        peak = "-" if math.isnan(step["peak_gib"]) else f"{step['peak_gib']:.2f}"
+        print(f"| {graph} | {step['length']} | {step['batch']} | {step['members']} | {step['dtype']} | "
+              f"{step['attention']} | {step['call_steps']} | {step['tokens_per_s']:,.0f} | "
+              f"{looped['steady_tokens_per_s']:,.0f} | {looped['steady_tokens_per_s'] / step['tokens_per_s']:.2f} | "
+              f"{looped['end_to_end_tokens_per_s']:,.0f} | {looped['num_steps']} | {step['tflops']:.2f} | "
+              f"{step['sampling_share']:.0%} | {step['memory'].total_bytes / 2**30:.3g} | {peak} | "
+              f"{step['compile_s']:.1f} | {looped['warm_s']:.1f} / {looped['wall_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
