@@ -88,12 +88,12 @@ def time_workers(config, workers: int, calls: int, repeats: int) -> dict:
             "compile_s": max(outcome["compile_s"] for outcome in outcomes)}
 
 
-def _row(name: str, row: dict, solo: float | None, steps: int | str) -> str:
+def _row(name: str, row: dict, solo: float | None, steps: int | str, sweep: str = "") -> str:
     if "error" in row:
-        return f"| {name} | {row.get('members', '')} | {steps} | error: {row['error'][:100]} | | | | |"
+        return f"| {name} | {row.get('members', '')} | {steps} | {sweep} | error: {row['error'][:100]} | | | | |"
     ratio = f"{row['tokens_per_s'] / solo:.2f}x" if solo else "-"
     needed = f"{row['memory'].total_bytes / 2**30:.3g}" if "memory" in row else "-"
-    return (f"| {name} | {row['members']} | {steps} | {row['tokens_per_s']:,.0f} | "
+    return (f"| {name} | {row['members']} | {steps} | {sweep} | {row['tokens_per_s']:,.0f} | "
             f"{row['per_member_tokens_per_s']:,.0f} | {ratio} | {needed} | {row['compile_s']:.1f} |")
 
 
@@ -123,9 +123,13 @@ def main() -> None:
           + "; ".join(f"{stage} stage {', '.join(map(str, sizes))}" for stage, sizes in stages.items()))
     print(f"median of {arguments.repeats} x {arguments.calls} calls after a warm-up call; ratio: aggregate tokens/s "
           "over the solo run's (M solo runs one after another)", flush=True)
-    print("| run | M | K | tokens/s (aggregate) | per member | vs M solo runs | compiled GiB / device | compile s |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
-    sweep_members = {size: stage for stage, sizes in reversed(stages.items()) for size in sizes}
+    print("| run | M | K | the sweep's | tokens/s (aggregate) | per member | vs M solo runs | compiled GiB / device | "
+          "compile s |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    sweep_members = {}  # {size: the stages that train ensembles of that size}, the main stage first
+    for stage in sorted(stages, key=lambda stage: stage != "main"):
+        for size in stages[stage]:
+            sweep_members[size] = " and ".join(filter(None, (sweep_members.get(size), stage)))
     wanted = [int(size) for size in arguments.members.split(",")]
     # The baseline first, then the sweep's own sizes, then the rest: a run cut short still has the rows that matter.
     order = list(dict.fromkeys([1, *sweep_members, *sorted(wanted)]))
@@ -133,14 +137,12 @@ def main() -> None:
     for size in order:
         row = programs.time_program(programs.member_configs(config, size), arguments.calls, arguments.repeats)
         solo = solo or row["tokens_per_s"]
-        name = "solo (baseline)" if size == 1 else "ensemble"
-        if size in sweep_members:
-            name += f" (sweep, {sweep_members[size]} stage)"
-        print(_row(name, row, solo, row["call_steps"]), flush=True)
+        sweep = f"{sweep_members[size]} stage" if size in sweep_members else ""
+        print(_row("solo (baseline)" if size == 1 else "ensemble", row, solo, row["call_steps"], sweep), flush=True)
         if size == 1 and workers > 1:
             print(_row(f"{workers} worker processes, a solo run each",
-                       time_workers(config, workers, arguments.calls, arguments.repeats), solo, row["call_steps"]),
-                  flush=True)
+                       time_workers(config, workers, arguments.calls, arguments.repeats), solo, row["call_steps"],
+                       "workers" if arguments.workers == "auto" else ""), flush=True)
 
 
 if __name__ == "__main__":
