@@ -128,7 +128,7 @@ CHEAP = {
     "python -m benchmarks.sampler": "python -m benchmarks.sampler --quick --batches 8",
     "python -m benchmarks.train_step --hugepages --devices=2":
         "python -m benchmarks.train_step --hugepages --devices=2 --shapes=s256_e64 --steps=1 --kinds=mingru",
-    "python -m benchmarks.accelerator": "python -m benchmarks.accelerator --quick --steps=1",
+    "python -m benchmarks.accelerator": "python -m benchmarks.accelerator --quick",
     "python -m benchmarks.forward": skip("minutes even with --quick (the 8x4 reference pass); run by make benchmarks"),
 }
 
