@@ -17,9 +17,9 @@ s2048_e64 (T=2048, width 64). Per shape, each cell in its own subprocess (peak R
   `--anchor-python`, from the tree at `--anchor-dir`; skipped with a one-line note when either is missing.
 A row reports tokens/s, the ratio to the `xla` cell and to the anchor (the ensemble: aggregate / per member),
 peak RSS (MiB), compile time (the anchor: its first step, torch.compile included) and the resolved choice.
---devices splits the batch over that many CPU devices; --hugepages runs each cell with
-GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for XLA's buffers: no page fault per 4 KiB
-of temporaries on every step; benchmarks/RESULTS.md).
+--devices splits the batch over that many CPU devices (the ensemble: its members first, `step.ensemble_mesh`);
+--hugepages runs each cell with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for XLA's
+buffers: no page fault per 4 KiB of temporaries on every step; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
