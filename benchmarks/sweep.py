@@ -45,10 +45,9 @@ def sweep_sizes(config) -> dict[str, list[int]]:
     sides, seeds = len(config.experiment1.sides), len(config.experiment1.seeds)
     tuned_seeds = len(tuning.tuning_seeds(config))
     stages = {"tuning": len(tuning.learning_rates(config)) * tuned_seeds * sides, "main": (seeds - tuned_seeds) * sides}
-    sizes = {}
+    sizes, example = {}, programs.member_configs(config, 1)[0]
     for stage, runs in stages.items():
         if runs:
-            example = programs.member_configs(config, 1)[0]
             limit = ensembles.ensemble_limit(config, example, runs)
             sizes[stage] = sorted({len(piece) for piece in ensembles.split(range(runs), limit)}, reverse=True)
     return sizes
