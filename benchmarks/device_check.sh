@@ -90,6 +90,12 @@ stage() {
 }
 wants() { [[ " $STAGES " == *" $1 "* ]]; }
 
+# A missing package fails here in one line, not minutes into a stage.
+if ! "$PYTHON" -c "import absl, flax, jax, ml_collections, optax, orbax.checkpoint, scipy, tqdm" 2>> "$LOG"; then
+    say "error: $PYTHON cannot import the packages gssm_jax needs (see $LOG); carry their wheels in .whl/ (header)"
+    exit 1
+fi
+
 say "== device"
 if command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
@@ -102,6 +108,7 @@ wants accelerator && stage accelerator "$ACCELERATOR_S" "$OUT/accelerator.md" \
     "$PYTHON" -m benchmarks.accelerator $ACCELERATOR_ARGS
 if wants experiment; then
     LEFT=$((BUDGET_S - ($(date +%s) - START) - 25))  # room for the kill and the summary
+    ((LEFT < 60)) && LEFT=60
     stage experiment "$LEFT" "$OUT/experiment.log" "$PYTHON" -m gssm_jax.cli.experiment1 \
         --config=experiment1:size=$SIZE --workdir="$WORK/experiment1_$SIZE"
     [[ -f "$WORK/experiment1_$SIZE/report.md" ]] && cp "$WORK/experiment1_$SIZE/report.md" "$OUT/report.md"
