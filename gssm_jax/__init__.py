@@ -11,7 +11,7 @@ families, kernels), `gj.sampling`, `gj.inference` (the exact forward pass), `gj.
 (measures, the two sides, the calibration search), `gj.learners` (the sequence models trained on the
 tokens), `gj.training`, `gj.experiment1` (the sweep and its report), `gj.configs` and `gj.cli`; below
 them the ground floor: `gj.keys` (the key tree), `gj.files` (the atomic writer), `gj.errors`,
-`gj.statistics`, `gj.parallel` (the device mesh) and `gj.threefry`.
+`gj.locks` (one process per work directory), `gj.statistics`, `gj.parallel` (the device mesh) and `gj.threefry`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _EXPORTS = {
 }
 _LOADERS = {"load_config": ("gssm_jax.configs", "load")}
 _SUBPACKAGES = ("cli", "configs", "data", "difficulty", "errors", "experiment1", "files", "gssm", "inference", "keys",
-                "learners", "parallel", "sampling", "statistics", "threefry", "training")
+                "learners", "locks", "parallel", "sampling", "statistics", "threefry", "training")
 
 __all__ = sorted([*_EXPORTS, *_LOADERS])
 

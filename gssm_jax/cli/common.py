@@ -117,16 +117,23 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     absl_logging.get_absl_logger().addFilter(quiet)
     try:
         positional = flags.FLAGS(resolve_config_flags(argv))
-    except flags.Error as error:
-        fail(_config_value_error(argv) or f"{_one_line(error)} (pass --help to list the flags)")
     except Exception as error:  # noqa: BLE001 (everything a config file can raise while it is loaded)
-        # config_flags raises KeyError, AttributeError, TypeError or ValueError for a field typo (with a "Did
-        # you mean" hint), an override of the wrong type, or a bad `:arg`; a user's config file anything.
+        # absl raises flags.Error for an unknown flag, a missing value, or a ValueError/TypeError of a flag's
+        # parser (a bad `:arg`, with get_config's traceback embedded); config_flags raises KeyError,
+        # AttributeError, TypeError or ValueError for a field typo (with a "Did you mean" hint) or an override
+        # of the wrong type; a user's config file anything.
         message = _one_line(error)
         if "has no attribute 'get_config'" in message:
             fail(f"--config={usage.config_spec(argv, '')} defines no get_config; a config file defines "
                  "get_config(arg=None) returning an ml_collections.ConfigDict")
-        fail(_config_file_error(error, argv) or f"bad {_override_named(message, argv) or '--config'}: {message}")
+        if "--config must have a value other than None" in message:
+            fail(_config_value_error(argv) or message)
+        located = _config_file_error(error, argv)
+        if located:
+            fail(located)
+        if isinstance(error, flags.Error):
+            fail(f"{message} (pass --help to list the flags)")
+        fail(f"bad {_override_named(message, argv) or '--config'}: {message}")
     finally:
         absl_logging.get_absl_logger().removeFilter(quiet)
     located = _config_value_error(argv)
