@@ -5,6 +5,9 @@
     tokens = gj.sample_tokens(jax.random.key(1), graph, kernels, batch_size=64, length=256)
     rate = gj.entropy_rate(graph, kernels, tokens)              # EntropyRate(nats_per_token, standard_error)
     result = gj.train_and_evaluate(gj.load_config("base:size=tiny"), "runs/tiny")
+    records = gj.read_metrics("runs/tiny")                      # one dict per logged step
+    path = gj.write_report("runs/quickstart")                   # an Experiment 1 sweep's report.md
+    runs = gj.load_runs("runs/quickstart")                      # its finished runs: learning curves
 
 The stages of the data flow are subpackages, bottom first: `gj.gssm` (the generative model: graphs,
 families, kernels), `gj.sampling`, `gj.inference` (the exact forward pass), `gj.data`, `gj.difficulty`
@@ -47,7 +50,9 @@ _EXPORTS = {
     "generate_dataset": "gssm_jax.data.generate",
     "load_dataset": "gssm_jax.data.load",
     "train_and_evaluate": "gssm_jax.training.loop",
+    "read_metrics": "gssm_jax.training.run_directory",
     "run_experiment": "gssm_jax.experiment1.sweep",
+    "load_runs": "gssm_jax.experiment1.runs",
     "write_report": "gssm_jax.experiment1.report",
 }
 _LOADERS = {"load_config": ("gssm_jax.configs", "load")}
