@@ -1,12 +1,15 @@
 """Command-line plumbing shared by the entry points (`gssm_jax/cli/*.py`, the `gssm-*` console scripts).
 
-`run(main)` is every console script: absl's `app.run` with `parse_flags`, which turns every error a
-user can make on the command line (an unknown flag, a config field typo, a value of the wrong type, a
-bad `:arg` of the config file, a config that is neither a file nor a shipped config) into one line,
-and with `main` guarded so that a `gssm_jax.errors.UserError` raised at any stage (a bad config field,
-dataset or workdir) prints as at most three `error: ...` lines. Both exit with status 2 and no
-traceback; Ctrl-C outside the training loop exits with 130. `--config` takes a file path or the name
-of a shipped config (`gssm_jax.configs.resolve`), so every command works from any directory.
+`run(main, config=...)` is every console script. `--help` prints the script's own help (`gssm_jax.cli.usage`:
+what it does, its flags, its config's docstring and `:arg` keys with their defaults). Otherwise absl's
+`app.run` parses the flags with `parse_flags`, which turns every error a user can make on the command line
+(an unknown flag, a config field typo, a value of the wrong type, a bad `:arg`, a config that is neither a
+file nor a shipped config, a config file of theirs that fails to load: its file and line) into one line,
+and `main` runs guarded so that a `gssm_jax.errors.UserError` raised at any stage (a bad config field,
+dataset or workdir) prints as at most three `error: ...` lines. Both exit with status 2 and no traceback;
+Ctrl-C outside the training loop exits with 130. `--config` takes a file path or the name of a shipped
+config (`gssm_jax.configs.resolve`), so every command works from any directory. Nothing here imports JAX:
+the mains import it after the config is checked, so a mistake costs a fraction of a second.
 """
 
 from __future__ import annotations

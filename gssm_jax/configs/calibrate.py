@@ -14,7 +14,8 @@ The optional argument after `:` is a comma-separated list of `key=value`:
            (bits/token), or both (default: entropy and gzip);
   size     cpu (default; one pair per measure in under a minute on 2 CPU cores, about 5 minutes for
            eight_by_four: see CPU_SIZES), paper (composable-llm's batch of 1024 sequences at the family's
-           length, 8 seeds; for accelerators) or tiny (2 seeds of 4 x 64 tokens, coarse tolerances: seconds).
+           length, 8 seeds; for accelerators) or tiny (2 seeds of 4 x 64 tokens, coarse tolerances: seconds);
+           the size scales the compute only: the graph is the family's at every size.
 Each graph seed's two sides are matched to one target (the mean difficulty of the reference setting over the
 seeds), each within the tolerance; a seed that cannot be matched is reported and not trained by the sweep.
 Everything is in `config.calibration` (the schema the Experiment 1 sweep reads too: `gssm-calibrate

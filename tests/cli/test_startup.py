@@ -127,3 +127,15 @@ def test_the_light_kind_names_are_the_registry_kinds():
     from gssm_jax.learners import registry
 
     assert kinds.KINDS == registry.KINDS
+
+
+def test_light_modules_import_no_jax():
+    """The package `__init__`s re-export lazily (`gssm_jax.lazy`): a light module costs only itself."""
+    modules = ("gssm_jax.difficulty.sides", "gssm_jax.difficulty.measures", "gssm_jax.data.sizes",
+               "gssm_jax.learners.kinds", "gssm_jax.experiment1.learners", "gssm_jax.configs.base",
+               "gssm_jax.configs.data", "gssm_jax.configs.data_sweep", "gssm_jax.configs.calibrate", "gssm_jax.locks")
+    code = (f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
+            f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
+                               timeout=120, env={**os.environ, "PYTHONPATH": REPOSITORY}, check=True)
+    assert completed.stdout.strip() == "[]", completed.stdout
