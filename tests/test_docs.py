@@ -21,6 +21,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHONPATH = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))  # the checkout first
 # The pages whose commands are run: the README first, then docs/ (in name order).
 DOCUMENTS = ("README.md", *sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs"))
                                   if name.endswith(".md")))
@@ -264,7 +265,7 @@ def run_cheap_forms(tmp_path, benchmarks: bool) -> None:
     the second): the benchmarks (they write nothing other commands read) and everything else.
     """
     scripts = _entry_points()
-    environment = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    environment = {**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu"}
     done = set()
     for documented, cheap in CHEAP.items():
         if cheap.startswith("SKIP: ") or cheap in done or _is_benchmark(cheap) != benchmarks:
@@ -291,7 +292,7 @@ def test_python_snippets_run(page, tmp_path):
     script = "\n".join(blocks).replace("batch_size=1024, length=2048", "batch_size=16, length=64")
     script += "\nassert losses.shape == tokens.shape and float(rate.nats_per_token) > 0 and log_p.shape == (16,)\n"
     completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+                               env={**os.environ, "PYTHONPATH": PYTHONPATH}, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 

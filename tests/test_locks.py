@@ -11,6 +11,7 @@ from gssm_jax import locks
 from gssm_jax.errors import UserError
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHONPATH = os.pathsep.join(filter(None, [REPOSITORY, os.environ.get("PYTHONPATH")]))  # the checkout first
 HOLD = ("import sys, time; from gssm_jax import locks\n"
         "with locks.hold(sys.argv[1], 'gssm-experiment1 --workdir=' + sys.argv[1]):\n"
         "    print('held', flush=True); time.sleep(600)")
@@ -18,7 +19,7 @@ HOLD = ("import sys, time; from gssm_jax import locks\n"
 
 def _holder(workdir: str) -> subprocess.Popen:
     holder = subprocess.Popen([sys.executable, "-c", HOLD, workdir], cwd=REPOSITORY, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": REPOSITORY})
+                              env={**os.environ, "PYTHONPATH": PYTHONPATH})
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -47,7 +48,7 @@ def test_the_command_line_refuses_a_held_workdir_before_anything_runs(tmp_path):
     try:
         completed = subprocess.run([sys.executable, "-m", "gssm_jax.cli.train", "--config=base:size=tiny",
                                     f"--workdir={workdir}"], cwd=REPOSITORY, capture_output=True, text=True,
-                                   timeout=120, env={**os.environ, "PYTHONPATH": REPOSITORY})
+                                   timeout=120, env={**os.environ, "PYTHONPATH": PYTHONPATH})
     finally:
         holder.kill()
         holder.wait()

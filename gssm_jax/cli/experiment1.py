@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from gssm_jax import configs, locks
 from gssm_jax.cli import common
+from gssm_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", configs.path("experiment1"), "A config file or a shipped "
                                           "config's name, e.g. experiment1:size=cpu.", lock_config=True)
@@ -60,14 +61,23 @@ def main(argv):
             failed = _sweep(config, workdir)
     from gssm_jax.experiment1 import report  # noqa: PLC0415 (matplotlib)
 
-    path = report.write_report(workdir, report.Settings.from_config(config.report))
+    try:
+        path = report.write_report(workdir, report.Settings.from_config(config.report))
+    except UserError:
+        if failed:  # no run finished: the failures are the news, not the missing report
+            raise SystemExit(_failed_message(failed)) from None
+        raise
     with open(path) as file:
         answer = file.read().split("## Learning curves")[0]
     print(answer, flush=True)  # the answer and the per-graph verdicts; the rest is in the file
     logging.info("report: %s (total %.0f s)", path, time.time() - start)
     if failed:
-        raise SystemExit(f"error: {len(failed)} runs failed ({', '.join(failed)}); the report covers the others; "
-                         "fix the cause and rerun the same command to train them")
+        raise SystemExit(_failed_message(failed) + "; the report covers the others")
+
+
+def _failed_message(failed: list[str]) -> str:
+    return (f"error: {len(failed)} runs failed ({', '.join(failed)}; their errors are logged above); fix the "
+            "cause and rerun the same command to train them")
 
 
 def run() -> None:

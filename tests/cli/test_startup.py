@@ -20,6 +20,7 @@ from gssm_jax import configs
 from gssm_jax.learners import kinds
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHONPATH = os.pathsep.join(filter(None, [REPOSITORY, os.environ.get("PYTHONPATH")]))  # the checkout first
 HEAVY = ("jax", "flax", "optax", "orbax", "scipy", "matplotlib")
 FAIL_SECONDS = 1.5  # what a user waits for an error on a quiet machine
 MARGIN = 3.0  # a loaded CI machine (two test workers on two cores) is slower; the module check is exact
@@ -67,7 +68,7 @@ def probe(script: str, *arguments: str) -> tuple[dict, subprocess.CompletedProce
     started = time.perf_counter()
     completed = subprocess.run([sys.executable, "-c", PROBE, SCRIPTS[script], *arguments], cwd=REPOSITORY,
                                capture_output=True, text=True, timeout=120,
-                               env={**os.environ, "PYTHONPATH": REPOSITORY})
+                               env={**os.environ, "PYTHONPATH": PYTHONPATH})
     wall = time.perf_counter() - started
     assert completed.stdout.strip(), completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1]), completed, wall
@@ -137,5 +138,5 @@ def test_light_modules_import_no_jax():
     code = (f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
             f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
-                               timeout=120, env={**os.environ, "PYTHONPATH": REPOSITORY}, check=True)
+                               timeout=120, env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=True)
     assert completed.stdout.strip() == "[]", completed.stdout
