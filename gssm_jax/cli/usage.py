@@ -23,6 +23,7 @@ from absl import flags
 from gssm_jax import configs
 
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort")
+_KINDS_OF_VALUE = {str: "text", float: "a number", int: "an integer", bool: "true | false"}
 _WIDTH = 118
 
 
@@ -62,7 +63,7 @@ def argument_table(defaults: Mapping[str, Any], choices: Mapping[str, Sequence[s
     width = max(map(len, defaults), default=0)
     lines = []
     for key, default in defaults.items():
-        valid = " | ".join(choices[key]) if key in choices else f"a {type(default).__name__}"
+        valid = " | ".join(choices[key]) if key in choices else _KINDS_OF_VALUE.get(type(default), "a value")
         lines.append(f"  {key:<{width}}  {valid}  (default {_value_text(default)})")
     return "\n".join(lines)
 
