@@ -149,8 +149,8 @@ CHEAP = {
         skip("needs a Slurm cluster; the submitit path is tested in tests/experiment1/test_sweep.py"),
     "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05 "
     "--workdir=runs/chain_small_alpha_z":
-        f"gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny {TINY_TRAIN} "
-        "--workdir=runs/chain_small_alpha_z",
+        "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny "
+        "--workdir=runs/chain_small_alpha_z",  # size=tiny's own 20 steps, with their cool-down branch
     # Composable-llm's difficulty table.
     "gssm-difficulty --workdir=runs/difficulty":
         "gssm-difficulty --graphs=four_by_four --seeds=2 --batch_size=4 --entropy_sequences=1 --skip_reference "
