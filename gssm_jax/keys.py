@@ -11,6 +11,9 @@ A run's randomness comes from four integer seeds of its config; everything else 
     config.data.data_seed (d)
       data_key(d) = key(d)
       stream_key(data_key(d), t) = fold_in(key(d), t)      on-the-fly training batch of step t
+      validation_key(d) = fold_in(key(d), VALIDATION_TAG)  the validation split: sequences of the training
+                                                           stream's distribution that no step trains on
+                                                           (VALIDATION_TAG = 2**32 - 1, a step no run reaches)
       shard_key(d, split, i)                               dataset shard i of a split:
         = fold_in(fold_in(key(d), SPLIT_IDS[split]), i)    (`data.generate`)
       epoch_generator(d, epoch)                            file batches' order in an epoch: numpy PCG64 of
@@ -50,6 +53,8 @@ SPLIT_IDS = {"train": 0, "test": 1}  # dataset splits
 # nodes, so a large tag never collides with a kernel key.
 DATA_TAG = 0x5EED_DA7A
 HELDOUT_CONTEXT_TAG = 1  # Monte Carlo draws of the held-out set's context kernels
+# The validation split of a data seed: the last uint32, which no training step t (fold_in(key(d), t)) reaches.
+VALIDATION_TAG = 2**32 - 1
 
 
 def kernel_key(seed: int) -> jax.Array:
@@ -75,6 +80,11 @@ def data_key(data_seed: int) -> jax.Array:
 def stream_key(data_key: jax.Array, step: int | jax.Array) -> jax.Array:
     """Key of the on-the-fly training batch of step `step`, from `data_key(data_seed)`."""
     return jax.random.fold_in(data_key, step)
+
+
+def validation_key(data_seed: int) -> jax.Array:
+    """Key of the validation sequences of data seed `data_seed`: the training stream's distribution, untrained on."""
+    return jax.random.fold_in(data_key(data_seed), VALIDATION_TAG)
 
 
 def shard_key(data_seed: int, split: str, shard_index: int) -> jax.Array:

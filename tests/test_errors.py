@@ -23,9 +23,8 @@ import pytest
 
 import gssm_jax as gj
 from gssm_jax.configs.base import get_config
-from gssm_jax.data import OnTheFlyBatches
 from gssm_jax.errors import MAX_LINES, UserError
-from gssm_jax.training import loop, run_directory
+from gssm_jax.training import loop, members, run_directory, step
 from gssm_jax.training.checkpoints import Checkpoints
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,7 +248,7 @@ def test_public_api_error_is_a_short_value_error_naming_the_field(name, tmp_path
 # ---- resume ----------------------------------------------------------------------------------------------
 def _resume_config(**fields):
     config = _tiny_config(train__num_steps=6, train__log_every=2, train__eval_every=6, train__checkpoint_every=4,
-                          train__memory_budget_gib=0.0)
+                          train__memory_budget_gib=0.0, train__steps_per_call=1)
     for dotted, value in fields.items():
         section, name = dotted.split("__")
         config[section][name] = value
@@ -260,19 +259,19 @@ def _no_compiling(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled a train step: the check should have come first")
 
-    monkeypatch.setattr(loop, "make_train_step", refuse)
+    monkeypatch.setattr(step.StepProgram, "compiled", refuse)
 
 
 def test_ctrl_c_checkpoints_and_resume_compares_the_config(tmp_path, monkeypatch):
     workdir = str(tmp_path)
-    sample_batch = OnTheFlyBatches.batch
+    run_calls = members.Ensemble.run
 
-    def ctrl_c_during_step_2(self, step):
-        if step == 2:
+    def ctrl_c_during_step_2(self, state, start, steps, branch=None):
+        if start <= 2 < start + steps:
             signal.raise_signal(signal.SIGINT)
-        return sample_batch(self, step)
+        return run_calls(self, state, start, steps, branch)
 
-    monkeypatch.setattr(OnTheFlyBatches, "batch", ctrl_c_during_step_2)
+    monkeypatch.setattr(members.Ensemble, "run", ctrl_c_during_step_2)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(loop.Preempted, match="SIGINT: saved a checkpoint at step 3") as raised:
         loop.train_and_evaluate(_resume_config(), workdir)
@@ -281,7 +280,7 @@ def test_ctrl_c_checkpoints_and_resume_compares_the_config(tmp_path, monkeypatch
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=2)
     assert checkpoints.latest_step() == 3
     checkpoints.close()
-    monkeypatch.setattr(OnTheFlyBatches, "batch", sample_batch)
+    monkeypatch.setattr(members.Ensemble, "run", run_calls)
 
     with monkeypatch.context() as patch:  # a changed learning rate is refused, before anything compiles
         _no_compiling(patch)

@@ -82,7 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.heads = 8 if paper else 2 if tiny else 4
     # Gated-MLP hidden size as a multiple of width.
     config.model.mlp_ratio = 4.0
-    # Computation dtype: float32 or bfloat16 (parameters and optimizer state stay float32).
+    # Computation dtype: float32, bfloat16 or auto (bfloat16 on an accelerator, float32 on a CPU); parameters and
+    # optimizer state stay float32.
     config.model.dtype = "float32"
     # Causal attention: auto (fastest available here), xla (reference, O(T^2) memory), blockwise (O(T x block)
     # memory, any backend) or cudnn (NVIDIA GPUs, bfloat16); gssm_jax.learners.attention.
@@ -108,8 +109,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 1e-3 if paper else 3e-3 if tiny else 1e-2
     # Steps of linear warmup from 0 to learning_rate (>= 0).
     config.optimizer.warmup_steps = 200 if paper else 5 if tiny else 20
-    # After warmup: "cosine" (decay to 0 at train.num_steps) or "constant".
+    # After warmup: "cosine" (decay to 0 at train.num_steps), "constant", or "wsd" (warmup-stable-decay: the
+    # peak, then a linear decay to 0 over the last optimizer.decay_fraction of the steps).
     config.optimizer.schedule = "cosine"
+    # wsd, and the cool-down branches of train.cooldowns: the fraction of the steps that decays to 0, in (0, 1].
+    config.optimizer.decay_fraction = 0.2
     # Decoupled weight decay of AdamW, on weight matrices only (not norm scales).
     config.optimizer.weight_decay = 0.01
     # Gradients are rescaled to this global L2 norm when larger (> 0).
@@ -129,6 +133,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000 if paper else 10 if tiny else 100
     # Number of checkpoints kept on disk (>= 1).
     config.train.keep_checkpoints = 2
+    # Train steps per dispatch (>= 1): one compiled program runs this many (lax.scan), sampling each step's
+    # batch inside. The calls also stop at every evaluation, checkpoint and cool-down fork, so the steps per call
+    # are gcd(steps_per_call, eval_every, checkpoint_every) (gssm_jax.training.schedule). 20 divides the eval and
+    # checkpoint intervals of the shipped cpu, medium and paper sizes, amortises the host's work per call (dispatch,
+    # metric fetch, records: about a millisecond) over 20 device steps, and keeps Ctrl-C and the progress bar
+    # within 20 steps; the compile time of the scanned program does not grow with it.
+    config.train.steps_per_call = 20
+    # Cool-down branches (wsd or constant schedules): for each fraction f, a branch forked from the run at step
+    # round(f * num_steps * (1 - optimizer.decay_fraction)) that decays linearly to 0 at round(f * num_steps) on
+    # the same data and is evaluated there (result.json "cooldowns"). () = none.
+    config.train.cooldowns = ()
     # Memory budget of the train step per device, GiB (XLA's compile-time estimate, checked at start; 0 = no
     # check). 40 = half of an 80 GB accelerator.
     config.train.memory_budget_gib = 40.0
@@ -142,6 +157,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Held-out sequences (fixed for the run), of data.length tokens; the excess-loss standard error
     # is over these sequences.
     config.eval.num_sequences = 256 if paper else 16 if tiny else 64
+    # Validation sequences of the training stream's distribution that no step trains on, scored at every eval
+    # (eval/validation_loss_nats_per_token; what a learning-rate choice reads, never the held-out set). On the
+    # fly: sampled from keys.validation_key(data.data_seed); from a file: the last ones of the train split.
+    config.eval.validation_sequences = 256 if paper else 8 if tiny else 64
     # Seed of the held-out set, independent of the training stream.
     config.eval.eval_seed = 12345
 

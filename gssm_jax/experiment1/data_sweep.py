@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 import ml_collections
 
-from gssm_jax import data, files, parallel
+from gssm_jax import data, files
 from gssm_jax.errors import UserError
-from gssm_jax.training import checks, loop
+from gssm_jax.training import loop
+from gssm_jax.training.run import check_workdir, resolve
 
 RESULT_KEYS = ("eval/loss_nats_per_token", "eval/entropy_nats_per_token", "eval/excess_loss_nats_per_token",
                "eval/excess_loss_standard_error")
@@ -55,16 +56,17 @@ def run_data_sweep(config: ml_collections.ConfigDict, workdir: str, log: Callabl
     if not sizes or sizes[0] < 1:
         raise UserError(f"config.data_sweep.num_sequences={list(sweep.num_sequences)}: give sizes >= 1")
     # The training fields, before the dataset is generated (it is checked against the config once written).
-    checks.check_workdir(workdir)
+    check_workdir(workdir)
     unwritten = copy.deepcopy(config)
     unwritten.data.source = "onfly"
-    checks.check_config(unwritten, None, parallel.data_parallel_mesh())
+    resolve(unwritten, None)
     dataset_path = os.path.join(workdir, "dataset")
-    log(f"dataset: {sizes[-1]:,} training + {sweep.num_test:,} test sequences of {config.data.length} tokens "
+    log(f"dataset: {sizes[-1]:,} training + {config.eval.validation_sequences:,} validation + "
+        f"{sweep.num_test:,} test sequences of {config.data.length} tokens "
         f"in {dataset_path}")
     data.generate_dataset(dataset_path, config.graph, seed=config.seed, data_seed=config.data.data_seed,
-                          num_train=sizes[-1], num_test=sweep.num_test, length=config.data.length,
-                          shard_size=sweep.shard_size)
+                          num_train=sizes[-1] + config.eval.validation_sequences, num_test=sweep.num_test,
+                          length=config.data.length, shard_size=sweep.shard_size)
     rows = []
     for index, num_sequences in enumerate(sizes):
         log(f"[{index + 1}/{len(sizes)}] training on {num_sequences:,} sequences")

@@ -63,7 +63,8 @@ def resolved_model(entry: Mapping[str, Any], model_fields: Mapping[str, Any], vo
 
     model_fields: the sweep's `config.model` (mlp_ratio, expansion, ... shape the parameter counts too).
     """
-    fields = {**model_fields, **{key: entry[key] for key in ("kind", "depth", "heads")}}
+    # The compute dtype ("auto" resolves per backend when a run starts) does not change a parameter count.
+    fields = {**model_fields, "dtype": "float32", **{key: entry[key] for key in ("kind", "depth", "heads")}}
     width = entry["width"]
     if width is None:
         shape = tuple(sorted((key, value) for key, value in fields.items()

@@ -46,7 +46,7 @@ def train_ensemble(runs: list[ml_collections.ConfigDict]) -> RunOutcomes:
     A run that diverges is set aside with its error and the others go on from their checkpoints (a resumed
     run ends bitwise as an uninterrupted one).
     """
-    from gssm_jax.training import loop  # noqa: PLC0415 (keeps planning and reporting free of the training stack)
+    from gssm_jax.training import loop, run_directory  # noqa: PLC0415 (planning and reporting need no training)
 
     outcomes, waiting = RunOutcomes(), list(runs)
     while waiting:
@@ -54,7 +54,7 @@ def train_ensemble(runs: list[ml_collections.ConfigDict]) -> RunOutcomes:
             results = loop.train_ensemble(waiting)
         except loop.Preempted as preempted:  # SystemExit is not an Exception: it stops a local sweep too
             raise SystemExit(f"{waiting[0].workdir} and {len(waiting) - 1} more: {preempted}") from None
-        except loop.MemberDiverged as diverged:
+        except run_directory.Diverged as diverged:
             outcomes[diverged.workdir] = diverged
             waiting = [run for run in waiting if run.workdir != diverged.workdir]
             continue

@@ -44,3 +44,9 @@ def burn_in_steps(initial_state: str, burn_in: int) -> int:
         raise UserError(f"config.data.burn_in is {burn_in!r}; use an integer >= 0 (steps run before the first "
                         "emitted token under initial_state='stationary')")
     return int(burn_in) if initial_state == "stationary" else 0
+
+
+def start_keywords(burn_in: int) -> dict[str, str | int]:
+    """The sampler's and the forward pass's initial-state keywords for `burn_in` unobserved steps (the result of
+    `burn_in_steps`; 0: the zero state)."""
+    return {"initial_state": "stationary", "burn_in": burn_in} if burn_in else {"initial_state": "zeros"}

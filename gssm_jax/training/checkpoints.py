@@ -62,3 +62,46 @@ class Checkpoints:
         """Waits for pending saves to commit, then releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+class MemberCheckpoints:
+    """The checkpoints of an ensemble's members, one `Checkpoints` per run directory, saved and restored together.
+
+    Saves of one step start only after every member's previous save has committed, so after a kill at any
+    moment the members share a committed step; `resume_step` is the latest such step, and the members'
+    checkpoints after it are deleted (they would be rewritten, bitwise the same, by the resumed run).
+
+    Args:
+      directories: each member's `workdir/checkpoints`.
+      keep: checkpoints kept on disk per member (>= 1).
+    """
+
+    def __init__(self, directories: list[str], keep: int):
+        self.members = [Checkpoints(directory, keep) for directory in directories]
+        self.saved_step: int | None = None  # the last step saved or restored
+
+    def resume_step(self) -> int:
+        """The latest step every member has a checkpoint of (0: none); later checkpoints are deleted."""
+        steps = set.intersection(*(set(member.manager.all_steps()) for member in self.members))
+        step = max(steps, default=0)
+        for member in self.members:
+            for later in [saved for saved in member.manager.all_steps() if saved > step]:
+                member.manager.delete(later)
+        self.saved_step = step or None
+        return step
+
+    def save(self, step: int, states: list[Any], configs: list[dict]) -> None:
+        """Saves every member's state at `step` (asynchronously, after the previous saves have committed)."""
+        for member in self.members:
+            member.manager.wait_until_finished()
+        for member, state, config in zip(self.members, states, configs, strict=True):
+            member.save(step, state, config)
+        self.saved_step = step
+
+    def restore(self, step: int, like: Any) -> list[Any]:
+        """Every member's state saved at `step`, shaped like `like` (one member's state)."""
+        return [member.restore(step, like) for member in self.members]
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()

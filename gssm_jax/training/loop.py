@@ -1,12 +1,12 @@
-"""The resumable training loop: train on a `Batches` stream, evaluate, checkpoint, write the run files.
+"""The resumable training loop: M runs trained in lockstep (a solo run is M = 1), evaluated and checkpointed.
 
-Every step trains on the batch of that step from the config's data source (`gssm_jax.data.batches`:
-sampled on the fly from `fold_in(key(config.data.data_seed), s)`, or read from a dataset on disk),
-so the data stream has no state of its own: a run resumed from a checkpoint at step s (after SIGTERM,
-Ctrl-C, SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted run. The run
-directory follows the contract in `gssm_jax.training.run_directory`. Before anything is compiled, the config
-is checked (`gssm_jax.training.checks`) and compared with the one the run was trained with
-(`gssm_jax.training.resume`).
+Every step of a run trains on the batch of that step of its data stream, a pure function of (data seed,
+step), so the stream has no state of its own: a run resumed from a checkpoint (after SIGTERM, Ctrl-C,
+SIGKILL or a crash) ends with parameters bitwise identical to an uninterrupted one. Steps run K per call
+(`gssm_jax.training.schedule`); evaluations, checkpoints and cool-down branches fall on call boundaries.
+Each member writes its own run directory (`gssm_jax.training.run_directory`) exactly as a solo run does.
+Before anything is compiled each config is resolved and checked (`gssm_jax.training.run.resolve`) and
+compared with the one its run was trained with (`gssm_jax.training.resume`).
 """
 
 from __future__ import annotations
@@ -14,22 +14,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from gssm_jax import data, files, keys, parallel
-from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.gssm.kernels import sample_kernels
-from gssm_jax.learners import count_parameters
-from gssm_jax.sampling.tables import sampling_tables
-from gssm_jax.training import checks, evaluation, memory, resume, run_directory
-from gssm_jax.training.checkpoints import Checkpoints
-from gssm_jax.training.step import ConfigError, init_state, make_optimizer, make_train_step
+from gssm_jax.errors import shortened
+from gssm_jax.training import compilation_cache, members, memory, resume, run_directory
+from gssm_jax.training.checkpoints import MemberCheckpoints
+from gssm_jax.training.progress import Recorder
+from gssm_jax.training.run import ConfigError, Run, resolve
 
 # SIGTERM: what a preempting scheduler sends; SIGINT: Ctrl-C.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -67,34 +62,20 @@ class _StopSignals:
             signal.signal(number, previous)
 
 
-def training_source(config: ml_collections.ConfigDict, graph: GraphSpec, mesh: jax.sharding.Mesh,
-                    dataset: data.Dataset | None = None):
-    """`(kernels, stream with .batch(step), held-out tokens, identity of the held-out set)` of config.data.source.
+def training_source(config: ml_collections.ConfigDict | Run, graph=None,
+                    mesh: jax.sharding.Mesh | None = None) -> members.TrainingSource:
+    """A run's `(kernels, training stream with .batch(step), held-out tokens, identity)` (`members.TrainingSource`).
 
-    "onfly": kernels from config.seed, fresh sequences every step, held-out set from config.eval.eval_seed.
-    "file": `dataset` (the one at config.data.path, opened by `checks.check_config`): its kernels, a per-epoch
-    shuffle (seed config.data.data_seed) of its first config.data.num_sequences training sequences (0: all),
-    and the first config.eval.num_sequences sequences of its test split.
+    The stream is the one the run trains on (for the n-gram floor); `graph` is ignored (the config's);
+    `mesh` (a ("data",) mesh, default all devices) splits its rows.
     """
-    if config.data.source == "onfly":
-        kernels = sample_kernels(keys.kernel_key(config.seed), graph)
-        stream = data.OnTheFlyBatches(graph, sampling_tables(graph, kernels), config.data.batch_size,
-                                          config.data.length, keys.data_key(config.data.data_seed), mesh)
-        eval_tokens = evaluation.heldout_tokens(graph, kernels, config.eval.num_sequences, config.data.length,
-                                                config.eval.eval_seed)
-        identity = {"graph": config.graph.to_dict(), "seed": config.seed, "eval_seed": config.eval.eval_seed,
-                    "num_sequences": config.eval.num_sequences, "length": config.data.length}
-        return kernels, stream, eval_tokens, identity
-    stream = data.FileBatches(dataset.train, config.data.batch_size, config.data.data_seed,
-                                  config.data.num_sequences or len(dataset.train), parallel.batch_sharded(mesh))
-    eval_tokens = jnp.asarray(dataset.test.take(np.arange(config.eval.num_sequences)))
-    identity = {"dataset_test_sha256": [entry["sha256"] for entry in dataset.meta["shards"]["test"]],
-                "num_sequences": config.eval.num_sequences}
-    return jax.tree.map(jnp.asarray, dataset.kernels), stream, eval_tokens, identity
+    run = config if isinstance(config, Run) else resolve(config, None)
+    mesh = mesh or jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    return members.training_source(run, mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (resuming from `workdir/checkpoints` if present), evaluates, and returns the result.json dict.
+    """Trains the run of `config` in `workdir` (resuming it if started), evaluates it, returns its result.json.
 
     A finished run (its result.json exists) returns that result, unless config.train.num_steps is now larger:
     then it trains on from its last checkpoint to the new count.
@@ -106,118 +87,169 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       FloatingPointError: the training loss or gradient norm became NaN/inf (names the step range).
       Preempted: SIGTERM or SIGINT arrived; a checkpoint was saved first.
     """
-    mesh = parallel.data_parallel_mesh()
-    graph, shape, dataset = checks.check_config(config, workdir, mesh)
-    changes = resume.check_resume(config, workdir)
-    num_steps, train_config = config.train.num_steps, config.train
-    result_path = os.path.join(workdir, run_directory.RESULT_FILE)
-    if os.path.exists(result_path):
-        finished = run_directory.read_result(workdir)
-        if num_steps <= finished["final_step"]:
-            logging.info("%s exists: the run has finished; raise config.train.num_steps to train on", result_path)
-            return finished
-        logging.info("The run finished at step %d; training on to step %d", finished["final_step"], num_steps)
-    if changes:
-        logging.warning("Resuming with changed %s (config.train.allow_changes)",
-                        ", ".join(f"{field}: {before!r} -> {after!r}" for field, (before, after) in changes.items()))
-    optimizer, schedule = make_optimizer(config.optimizer, num_steps)
-    graphdef, state = init_state(shape, config.model.init_seed, optimizer)
-    state = jax.device_put(state, parallel.replicated(mesh))
-    num_parameters = count_parameters(state["params"])
-    train_step = make_train_step(graphdef, optimizer, schedule, mesh)
-    try:  # before anything long: a step that cannot fit fails here, naming the fields to change
-        memory.check_train_step(config, train_step, state, graph.vocab_size, mesh)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    logging.info("The config:\n%s", config)
-    kernels, stream, eval_tokens, identity = training_source(config, graph, mesh, dataset)
-    tokens_per_step = config.data.batch_size * config.data.length
+    return train([resolve(config, workdir)])[0]
 
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
-    start_step = checkpoints.latest_step() or 0
-    if start_step:
-        try:
-            state = checkpoints.restore(start_step, state)
-        except (ValueError, KeyError, TypeError) as error:  # orbax: the saved arrays do not fit this model
-            checkpoints.close()
-            raise ConfigError(f"the checkpoint at step {start_step} in {workdir} does not fit this model "
-                              f"({type(error).__name__}); pass a new --workdir") from None
-        logging.info("Resumed from the checkpoint at step %d", start_step)
-    # After the restore: a checkpoint that does not fit leaves the config it was trained with in place.
-    files.write_json(os.path.join(workdir, run_directory.CONFIG_FILE), {**config.to_dict(), "workdir": workdir})
-    if os.path.exists(result_path):
-        os.remove(result_path)  # no longer finished: training on
-    writer = run_directory.MetricsWriter(workdir, start_step, tensorboard=config.metrics.tensorboard)
-    elapsed_offset = writer.last_record["elapsed_s"] if writer.last_record else 0.0
 
-    optimal_losses = evaluation.cached_optimal_losses(workdir, graph, kernels, eval_tokens, identity)
-    model_losses = evaluation.make_model_losses(graphdef, mesh, min(config.data.batch_size, config.eval.num_sequences))
-    eval_steps, eval_curves = run_directory.load_per_position(workdir, start_step, config.data.length)
-    last_eval = {key: value for key, value in (writer.last_record or {}).items() if key.startswith("eval/")} or None
+def train_ensemble(configs: Sequence[ml_collections.ConfigDict]) -> list[dict]:
+    """Trains the runs of `configs` (each in its `config.workdir`) as one ensemble; their result.json dicts.
 
-    started = time.perf_counter()
-    timer = {"step": start_step, "time": started}
-    last_finite_step = start_step
+    The members must share `Run.program_key()` (a member that differs is refused in one line naming the
+    field and both values); each writes its run directory exactly as `train_and_evaluate` would.
+    """
+    for index, config in enumerate(configs):
+        if not config.get("workdir"):
+            raise ConfigError(f"ensemble member {index} has no config.workdir; give each member its own")
+    return train([resolve(config, config.workdir) for config in configs])
 
-    def evaluate(step: int) -> dict:
-        summary, per_position = evaluation.summarize(model_losses(state["params"], eval_tokens), optimal_losses)
-        while eval_steps and eval_steps[-1] >= step:  # a re-evaluation after a resume replaces, never duplicates
-            eval_steps.pop()
-            eval_curves.pop()
-        eval_steps.append(step)
-        eval_curves.append(per_position)
-        run_directory.save_per_position(workdir, eval_steps, eval_curves, optimal_losses.mean(axis=0))
-        return summary
 
-    def flush(step: int, step_metrics: dict, eval_summary: dict | None) -> None:
-        nonlocal last_finite_step, last_eval
-        values = {key: float(value) for key, value in jax.device_get(step_metrics).items()}
-        run_directory.check_finite(step, values, last_finite_step)
-        last_finite_step = step
-        if eval_summary is not None:
-            last_eval = eval_summary
-        if step % train_config.log_every and eval_summary is None and step != num_steps:
-            return
-        now = time.perf_counter()
-        tokens_per_second = (step - timer["step"]) * tokens_per_step / max(now - timer["time"], 1e-9)
-        timer.update(step=step, time=now)
-        record = {"step": step, "elapsed_s": elapsed_offset + now - started, "tokens_seen": step * tokens_per_step,
-                  **values, "train/tokens_per_second": tokens_per_second, **(eval_summary or {})}
-        writer.write(record)
-        excess = last_eval["eval/excess_loss_nats_per_token"] if last_eval else None
-        logging.info("%s", run_directory.progress_line(step, num_steps, values["train/loss_nats_per_token"], excess,
-                                                 tokens_per_second, (num_steps - step) * tokens_per_step
-                                                 / max(tokens_per_second, 1e-9)))
+def check_members(runs: Sequence[Run]) -> None:
+    """ConfigError (one line) if two members differ in their program or share a workdir."""
+    workdirs = [os.path.abspath(run.workdir) for run in runs]
+    if len(set(workdirs)) != len(workdirs):
+        raise ConfigError("two ensemble members share a workdir; give each member its own config.workdir")
+    reference = runs[0].program_key()
+    for index, run in enumerate(runs[1:], start=1):
+        for field, value in run.program_key().items():
+            if value != reference[field]:
+                raise ConfigError(f"ensemble member {index} ({run.workdir}) differs from member 0 in {field}: "
+                                  f"{shortened(repr(value), 60)} vs {shortened(repr(reference[field]), 60)}; "
+                                  "members may differ only in kernels, seeds and peak learning rate")
 
+
+def _finished(run: Run) -> dict | None:
+    """The result of a finished run that has nothing left to train, else None."""
+    if not run_directory.is_finished(run.workdir):
+        return None
+    result = run_directory.read_result(run.workdir)
+    if run.num_steps <= result["final_step"]:
+        logging.info("%s has finished; raise config.train.num_steps to train on", run.workdir)
+        return result
+    logging.info("%s finished at step %d; training on to step %d", run.workdir, result["final_step"], run.num_steps)
+    return None
+
+
+def train(runs: Sequence[Run]) -> list[dict]:
+    """Trains resolved runs as one ensemble (module docstring); each one's result.json dict, in order."""
+    check_members(runs)
+    for run in runs:
+        changes = resume.check_resume(run)
+        if changes:
+            logging.warning("%s resumes with changed %s (config.train.allow_changes)", run.workdir, ", ".join(
+                f"{field}: {before!r} -> {after!r}" for field, (before, after) in changes.items()))
+    results = [_finished(run) for run in runs]
+    todo = [run for run, result in zip(runs, results, strict=True) if result is None]
+    if todo:
+        trained = iter(_train(todo))
+        results = [next(trained) if result is None else result for result in results]
+    return results
+
+
+def _start(runs: Sequence[Run]) -> tuple[members.Ensemble, MemberCheckpoints, object, int, list]:
+    """The ensemble (its program compiled and checked against the memory budget), its checkpoints, the stacked
+    state to start from and its step (the members' common checkpoint, or 0), and the members' `RunWriter`s."""
+    compilation_cache.enable()
+    ensemble = members.Ensemble(runs)
+    # Before anything long: a program that cannot fit fails here, naming the fields to change.
+    memory.check_program(runs[0], ensemble.program, ensemble.timeline.call_steps)
+    checkpoints = MemberCheckpoints([os.path.join(run.workdir, run_directory.CHECKPOINTS_DIR) for run in runs],
+                                    runs[0].cadence.keep_checkpoints)
+    try:
+        start, state = checkpoints.resume_step(), None
+        if start:
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=device),
+                                ensemble.program.abstract_state())
+            try:
+                state = ensemble.stack(checkpoints.restore(start, like))
+            except (ValueError, KeyError, TypeError) as error:  # orbax: the saved arrays do not fit this model
+                raise ConfigError(f"the checkpoint at step {start} in {runs[0].workdir} does not fit this model "
+                                  f"({type(error).__name__}); pass a new --workdir") from None
+        # Written after the restore: a checkpoint that does not fit leaves the run's files as they were.
+        writers = [run_directory.RunWriter(run.workdir, run.config, start, run.data.length, run.tensorboard)
+                   for run in runs]
+    except BaseException:
+        checkpoints.close()
+        raise
+    return ensemble, checkpoints, ensemble.initial_state() if state is None else state, start, writers
+
+
+def _branches_to_run(ensemble: members.Ensemble, writers: list, start: int) -> list:
+    """The cool-down branches some member has not recorded yet, from `start` on."""
+    branches = [branch for branch in ensemble.timeline.branches
+                if not all(writer.has_cooldown(branch.fraction) for writer in writers)]
+    for branch in [branch for branch in branches if branch.fork < start]:
+        logging.warning("%s: the cool-down branch at %g forked at step %d, before this run's checkpoint at step %d; "
+                        "it is skipped", ensemble.runs[0].workdir, branch.fraction, branch.fork, start)
+    return [branch for branch in branches if branch.fork >= start]
+
+
+def _train(runs: Sequence[Run]) -> list[dict]:
+    ensemble, checkpoints, state, step, writers = _start(runs)
+    timeline, configs = ensemble.timeline, [run.config for run in runs]
+    branches = _branches_to_run(ensemble, writers, step)
+    recorder = Recorder(runs, writers, timeline.num_steps - step + sum(b.end - b.fork for b in branches))
     try:
         with _StopSignals() as stop:
-            pending = None
-            for step in range(start_step, num_steps):
-                state, step_metrics = train_step(state, stream.batch(step))
-                done = step + 1
-                if pending is not None:  # step `done` is dispatched: fetching the previous metrics costs no device time
-                    flush(*pending)
-                pending = (done, step_metrics, None)
-                if done % train_config.eval_every == 0 or done == num_steps:
-                    pending = (done, step_metrics, evaluate(done))
-                if done % train_config.checkpoint_every == 0 or done == num_steps or stop.received:
-                    flush(*pending)
-                    pending = None
-                    checkpoints.save(done, state, config.to_dict())
+            while True:
+                for branch in [branch for branch in branches if branch.fork == step]:
+                    if checkpoints.saved_step != step:  # a kill during the branch restarts it from here
+                        checkpoints.save(step, ensemble.member_states(state), configs)
+                    _cool_down(ensemble, state, branch, writers, recorder, stop)
+                if step == timeline.num_steps:
+                    break
+                for steps in timeline.calls(step, timeline.next_stop(step)):
+                    state, metrics = ensemble.run(state, step, steps)
+                    recorder.dispatched(step, metrics)  # records the previous call's metrics
+                    step += steps
+                    if stop.received:
+                        break
+                recorder.flush(_evaluate(ensemble, state, step, writers) if timeline.is_eval(step) else None)
+                if timeline.is_checkpoint(step) or stop.received:
+                    checkpoints.save(step, ensemble.member_states(state), configs)
                 if stop.received:
                     name = signal.Signals(stop.received).name
-                    raise Preempted(f"{name}: saved a checkpoint at step {done}; rerun the same command to resume",
+                    raise Preempted(f"{name}: saved a checkpoint at step {step}; rerun the same command to resume",
                                     stop.received)
-            if pending is not None:
-                flush(*pending)
-        if not eval_steps or eval_steps[-1] != num_steps or last_eval is None:
-            last_eval = evaluate(num_steps)
+            if any(writer.last_eval is None or writer.eval_steps[-1:] != [step] for writer in writers):
+                _evaluate(ensemble, state, step, writers)  # resumed after the last checkpoint, before the result
+            return [_result(run, writer, ensemble.num_parameters(), recorder.elapsed(k))
+                    for k, (run, writer) in enumerate(zip(runs, writers, strict=True))]
     finally:
         checkpoints.close()
-        writer.close()
+        recorder.close()
+        for writer in writers:
+            writer.close()
 
-    result = {"final_step": num_steps, **last_eval, "num_parameters": num_parameters,
-              "tokens_seen": num_steps * tokens_per_step,
-              "wall_time_s": elapsed_offset + time.perf_counter() - started}
-    files.write_json(result_path, result)
-    return result
+
+def _evaluate(ensemble: members.Ensemble, state, step: int, writers) -> list[dict]:
+    """Evaluates every member at `step`, records the per-position curves; the members' summaries."""
+    evaluations = ensemble.evaluate(state)
+    for writer, (summary, per_position), optimal in zip(writers, evaluations, ensemble.optimal_losses(), strict=True):
+        writer.write_evaluation(step, summary, per_position, optimal.mean(axis=0))
+    return [summary for summary, _ in evaluations]
+
+
+def _cool_down(ensemble: members.Ensemble, state, branch, writers, recorder: Recorder, stop: _StopSignals) -> None:
+    """Trains a copy of `state` along `branch` (its decay to 0), evaluates it, records it in cooldowns.json."""
+    state = jax.tree.map(lambda leaf: leaf.copy(), state)  # the main run goes on from `state`
+    step = branch.fork
+    for steps in ensemble.timeline.calls(branch.fork, branch.end):
+        state, metrics = ensemble.run(state, step, steps, branch)
+        recorder.dispatched(step, metrics, branch=True)
+        step += steps
+        if stop.received:
+            name = signal.Signals(stop.received).name
+            raise Preempted(f"{name} during the cool-down branch at {branch.fraction:g}: rerun the same command to "
+                            f"restart it from the checkpoint at step {branch.fork}", stop.received)
+    recorder.flush()
+    for run, writer, (summary, _) in zip(ensemble.runs, writers, ensemble.evaluate(state), strict=True):
+        entry = run_directory.cooldown_entry(branch.end, branch.end * run.tokens_per_step, summary)
+        writer.write_cooldown(branch.fraction, branch.fork, entry)
+
+
+def _result(run: Run, writer: run_directory.RunWriter, num_parameters: int, elapsed: float) -> dict:
+    result = {"final_step": run.num_steps, **writer.last_eval, "num_parameters": num_parameters,
+              "tokens_seen": run.num_steps * run.tokens_per_step, "wall_time_s": elapsed,
+              "learning_rate": run.optimizer.learning_rate}
+    writer.write_result(result)
+    return run_directory.read_result(run.workdir)

@@ -1,33 +1,32 @@
-"""Does the train step fit in memory? Read from XLA's compiled executable, before the first step runs.
+"""Does the step program fit in memory? Read from XLA's compiled executable, before the first step runs.
 
-`jax.jit(step).lower(...).compile().memory_analysis()` states the bytes one device needs for the
-step's arguments (parameters, optimizer state, the batch), its outputs and its temporaries
-(activations kept for the backward pass, attention scores, gradients). Their sum against a stated
-budget (`config.train.memory_budget_gib`) turns an out-of-memory crash hours into a run into a
-one-line error at start, naming the fields that shrink the step. The compilation is the one the
-first step needs anyway (JAX caches it), so the check itself costs no extra compile.
+`compiled.memory_analysis()` states the bytes one device needs for the program's arguments (the members'
+parameters and optimizer states, the sampling tables or tokens), its outputs and its temporaries
+(activations kept for the backward pass, attention scores, gradients, the sampled batch). Their sum
+against a stated budget (`config.train.memory_budget_gib`) turns an out-of-memory crash hours into a run
+into a one-line error at start, naming the fields that shrink the step. The program checked is the one
+the run then executes (`step.StepProgram.compiled`), so the check costs no extra compile.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import ml_collections
 
-from gssm_jax import parallel
-from gssm_jax.errors import UserError
-from gssm_jax.gssm.graph import token_dtype
+from gssm_jax.training import schedule, step
+from gssm_jax.training.run import ConfigError, Run, resolve
 
 GIB = 2**30
 
 
-class MemoryBudgetError(UserError):
+class MemoryBudgetError(ConfigError):
     """The train step needs more memory per device than the budget; the message names the fields to change."""
 
 
 class StepMemory(NamedTuple):
-    """Bytes one device needs for a compiled step (XLA's `memory_analysis`)."""
+    """Bytes one device needs for a compiled program (XLA's `memory_analysis`)."""
 
     temp_bytes: int
     argument_bytes: int
@@ -50,29 +49,38 @@ def step_memory(compiled: jax.stages.Compiled) -> StepMemory:
                       int(analysis.output_size_in_bytes))
 
 
-def train_step_memory(train_step: jax.stages.Wrapped, state: Any, batch_size: int, length: int, vocab_size: int,
-                      mesh: jax.sharding.Mesh) -> StepMemory:
-    """Compiles (does not run) `train_step(state, tokens)` for a (batch_size, length) batch split over `mesh`."""
-    tokens = jax.ShapeDtypeStruct((batch_size, length), token_dtype(vocab_size),
-                                  sharding=parallel.batch_sharded(mesh))
-    return step_memory(train_step.lower(state, tokens).compile())
+def program_memory(run: Run, members: int, devices: list[jax.Device] | None = None) -> StepMemory:
+    """The per-device memory of the step program of `members` copies of `run` (K steps per call), compiled."""
+    mesh = step.ensemble_mesh(members, devices)
+    program = step.step_program(step.ProgramShape.of(run, members), mesh)
+    return step_memory(program.compiled(schedule.timeline(run).call_steps))
 
 
-def check_train_step(config: ml_collections.ConfigDict, train_step: jax.stages.Wrapped, state: Any,
-                     vocab_size: int, mesh: jax.sharding.Mesh) -> StepMemory | None:
-    """Raises MemoryBudgetError (one line) if the step needs more than config.train.memory_budget_gib per device.
+def ensemble_memory(config: ml_collections.ConfigDict, members: int,
+                    devices: list[jax.Device] | None = None) -> StepMemory:
+    """Compiles (never runs) the ensemble program of `members` copies of `config`; its per-device `StepMemory`.
 
-    A budget of 0 skips the check (returns None).
+    devices: the devices of the mesh (default: all), members split over gcd(members, devices) of them.
     """
-    budget = config.train.memory_budget_gib
+    return program_memory(resolve(config, None), members, devices)
+
+
+def check_program(run: Run, program: step.StepProgram, steps: int) -> StepMemory | None:
+    """Raises MemoryBudgetError (one line) if the program needs more than run.memory_budget_gib per device.
+
+    A budget of 0 skips the check (returns None). Compiles the program of `steps` steps per call if needed.
+    """
+    budget = run.memory_budget_gib
     if not budget:
         return None
-    memory = train_step_memory(train_step, state, config.data.batch_size, config.data.length, vocab_size, mesh)
+    memory = step_memory(program.compiled(steps))
     if memory.total_bytes > budget * GIB:
-        per_device = config.data.batch_size // mesh.devices.size
+        mesh, model = program.mesh, run.config["model"]
+        per_device = run.data.batch_size // mesh.shape["data"]
+        members = f"{program.shape.members // mesh.shape['members']} members x " if program.shape.members > 1 else ""
         raise MemoryBudgetError(
             f"the train step needs {memory.describe()} > config.train.memory_budget_gib={budget:g}: lower "
-            f"config.data.batch_size (now {per_device} sequences per device) or config.data.length "
-            f"(now {config.data.length}), set config.model.remat=True (now {config.model.remat}) or "
-            f"config.model.attention=auto or blockwise (now {config.model.attention}), or raise the budget")
+            f"config.data.batch_size (now {members}{per_device} sequences per device) or config.data.length "
+            f"(now {run.data.length}), set config.model.remat=True (now {model['remat']}) or "
+            f"config.model.attention=auto or blockwise (now {model['attention']}), or raise the budget")
     return memory

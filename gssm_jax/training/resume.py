@@ -17,18 +17,18 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import ml_collections
-
 from gssm_jax.errors import shortened
 from gssm_jax.training import run_directory
-from gssm_jax.training.step import ConfigError
+from gssm_jax.training.run import ConfigError, Run
 
 # Dotted config fields (a trailing "." covers a whole section) that change neither the parameters nor the
 # evaluated losses of a run. model.remat recomputes the same activations; the sections of the Experiment 1
 # and data-size sweeps (experiment1, calibration, report, data_sweep) are read by those tools, not the loop.
+# train.steps_per_call only regroups the same steps into calls.
 NOT_COMPUTATION = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-                   "train.memory_budget_gib", "train.allow_changes", "model.remat", "data.verify", "metrics.",
-                   "distributed.", "workdir", "report.", "experiment1.", "calibration.", "data_sweep.")
+                   "train.memory_budget_gib", "train.allow_changes", "train.steps_per_call", "model.remat",
+                   "data.verify", "metrics.", "distributed.", "workdir", "report.", "experiment1.", "calibration.",
+                   "data_sweep.")
 _SHOWN_CHARACTERS = 40
 
 
@@ -63,10 +63,10 @@ def changed_fields(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return changed
 
 
-def allowed_changes(config: ml_collections.ConfigDict) -> set[str]:
-    """The dotted fields named in `config.train.allow_changes` (comma-separated); each must be a config field."""
-    names = {name.strip() for name in str(config.train.get("allow_changes") or "").split(",") if name.strip()}
-    unknown = sorted(names - set(flatten(config.to_dict())))
+def allowed_changes(config: Mapping[str, Any]) -> set[str]:
+    """The dotted fields named in `config["train"]["allow_changes"]` (comma-separated); each must be a field."""
+    names = {name.strip() for name in str(config["train"].get("allow_changes") or "").split(",") if name.strip()}
+    unknown = sorted(names - set(flatten(config)))
     if unknown:
         raise ConfigError(f"config.train.allow_changes names {', '.join(unknown)}, not fields of the config; give "
                           "dotted field names, e.g. optimizer.learning_rate")
@@ -79,13 +79,13 @@ def _show(value: Any) -> str:
 
 def has_started(workdir: str) -> bool:
     """Whether `workdir` holds a checkpoint or a result (anything a changed config could contradict)."""
-    checkpoints = os.path.join(workdir, "checkpoints")
+    checkpoints = os.path.join(workdir, run_directory.CHECKPOINTS_DIR)
     return os.path.exists(os.path.join(workdir, run_directory.RESULT_FILE)) or (
         os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)))
 
 
-def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
-    """Refuses to resume `workdir` with a config that changes the computation, unless the change is allowed.
+def check_resume(run: Run) -> dict[str, tuple[Any, Any]]:
+    """Refuses to resume `run.workdir` with a config that changes the computation, unless the change is allowed.
 
     Returns:
       the allowed changes `{field: (saved, new)}` (empty for a fresh run or an unchanged config).
@@ -93,13 +93,14 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, t
     Raises:
       ConfigError: one line listing the changed fields (saved -> new) and the two ways out.
     """
-    allowed = allowed_changes(config)
+    workdir = run.workdir
+    allowed = allowed_changes(run.config)
     path = os.path.join(workdir, run_directory.CONFIG_FILE)
     if not (has_started(workdir) and os.path.exists(path)):
         return {}
     with open(path) as file:
         saved = json.load(file)
-    changed = changed_fields(saved, config.to_dict())
+    changed = changed_fields(saved, run.config)
     refused = [field for field in changed if field not in allowed]
     if refused:
         listed = ", ".join(f"{field} ({_show(changed[field][0])} -> {_show(changed[field][1])})" for field in refused)

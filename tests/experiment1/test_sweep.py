@@ -14,7 +14,7 @@ import pytest
 import gssm_jax.experiment1 as exp1
 from gssm_jax.configs import experiment1
 from gssm_jax.errors import UserError
-from gssm_jax.experiment1 import calibration, ensembles, sweep
+from gssm_jax.experiment1 import calibration, ensembles, floors, sweep
 from gssm_jax.experiment1.launchers import RunOutcomes, Task, run_local
 from gssm_jax.gssm.graph import GraphSpec
 
@@ -80,7 +80,7 @@ class Fakes:
 
 def fake_floor(run, seed_dir):
     os.makedirs(seed_dir, exist_ok=True)
-    record = {"order": 2, "nats_per_token": 1.0}
+    record = {key: 1 for key in floors.RECORD_KEYS}
     with open(os.path.join(seed_dir, "ngram.json"), "w") as file:
         json.dump(record, file)
     return record
@@ -250,6 +250,7 @@ def test_match_both_trains_each_measure(tmp_path, fakes):
 
 def test_ensemble_limit_halves_until_the_compiled_memory_fits(monkeypatch):
     config = small_config()
+    config.experiment1.ensemble = "auto"
     monkeypatch.setattr(ensembles, "_on_cpu", lambda: False)
     asked = []
 

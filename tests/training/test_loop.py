@@ -14,7 +14,8 @@ from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.gssm.kernels import sample_kernels
 from gssm_jax.sampling import numpy_sampler
 from gssm_jax.training import evaluation, loop, run_directory
-from gssm_jax.training.step import ConfigError, init_state, loss_fn, make_optimizer, make_train_step, model_config
+from gssm_jax.training.run import ConfigError
+from gssm_jax.training.step import init_state, loss_fn, make_optimizer, make_train_step, model_config
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 

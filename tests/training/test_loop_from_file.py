@@ -9,11 +9,15 @@ import pytest
 from gssm_jax import data, inference
 from gssm_jax.configs.base import get_config
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.training import loop
+from gssm_jax.training import loop, members, run_directory
 from gssm_jax.training.checkpoints import Checkpoints
-from gssm_jax.training.step import ConfigError
+from gssm_jax.training.run import ConfigError, resolve
 
-NUM_TRAIN = 24  # batch 16: an epoch is 1.5 steps, so the checkpoint at step 4 (stream position 64 or 80) is mid-epoch
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+NUM_VALIDATION = 8  # the tiny config's eval.validation_sequences: the last 8 of the train split
+# 24 training sequences, batch 16: an epoch is 1.5 steps, so the checkpoint at step 4 (stream position 64) is
+# mid-epoch.
+NUM_TRAIN = 24 + NUM_VALIDATION
 
 
 def _config(path: str):
@@ -59,22 +63,44 @@ def test_mid_epoch_crash_then_resume_is_bitwise_identical(dataset_path, tmp_path
     loop.train_and_evaluate(_config(dataset_path), uninterrupted)
 
     interrupted = str(tmp_path / "interrupted")
-    file_batch = data.FileBatches.batch
+    run_calls = members.Ensemble.run
 
-    def crash_at_step_6(self, step):
-        if step == 6:  # after the checkpoint at step 4: the resume starts inside an epoch and redoes steps 5, 6
+    def crash_at_step_6(self, state, start, steps, branch=None):
+        if start <= 6 < start + steps:  # after the checkpoint at step 4: the resume starts inside an epoch
             raise RuntimeError("simulated crash")
-        return file_batch(self, step)
+        return run_calls(self, state, start, steps, branch)
 
-    monkeypatch.setattr(data.FileBatches, "batch", crash_at_step_6)
+    monkeypatch.setattr(members.Ensemble, "run", crash_at_step_6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         loop.train_and_evaluate(_config(dataset_path), interrupted)
-    monkeypatch.setattr(data.FileBatches, "batch", file_batch)
+    monkeypatch.setattr(members.Ensemble, "run", run_calls)
     loop.train_and_evaluate(_config(dataset_path), interrupted)
 
     for leaf, reference in zip(jax.tree.leaves(_final_params(interrupted)),
                                jax.tree.leaves(_final_params(uninterrupted)), strict=True):
         np.testing.assert_array_equal(leaf, reference)
+
+
+def test_the_validation_split_is_never_trained_on(dataset_path, tmp_path, monkeypatch):
+    # The batches the loop reads from disk (on the host, K steps at a time) are rows of the first
+    # NUM_TRAIN - NUM_VALIDATION training sequences; the validation loss is the model's on the last ones.
+    config = _config(dataset_path)
+    dataset = data.load_dataset(dataset_path)
+    read = []
+    take = type(dataset.train).take
+    monkeypatch.setattr(type(dataset.train), "take", lambda self, indices: read.append(np.asarray(indices)) or
+                        take(self, indices))
+    run = resolve(config, str(tmp_path))
+    assert run.data.num_sequences == NUM_TRAIN - NUM_VALIDATION
+    ensemble = members.Ensemble([run])
+    state = ensemble.initial_state()
+    read.clear()
+    for start in range(0, 12, 4):
+        state, _ = ensemble.run(state, start, 4)
+    trained = np.unique(np.concatenate(read))
+    assert trained.max() < NUM_TRAIN - NUM_VALIDATION and trained.size == NUM_TRAIN - NUM_VALIDATION
+    validation = np.asarray(members.validation_tokens(run, ensemble.sources[0].kernels))
+    np.testing.assert_array_equal(validation, take(dataset.train, np.arange(NUM_TRAIN - NUM_VALIDATION, NUM_TRAIN)))
 
 
 def test_dataset_for_another_length_is_refused(dataset_path, tmp_path):
@@ -89,3 +115,24 @@ def test_file_source_needs_a_path(tmp_path):
     config.data.source = "file"
     with pytest.raises(ConfigError, match=r"config\.data\.path"):
         loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_an_ensemble_reads_each_members_batches(dataset_path, tmp_path):
+    # Two members on one dataset with other shuffles (data seeds): each trains as its solo run (the per-step
+    # loss within N eps relative, N = batch x length tokens: XLA batches the members' sums in another order).
+    configs = []
+    for k in range(2):
+        config = _config(dataset_path)
+        config.data.data_seed, config.model.init_seed, config.optimizer.warmup_steps = 5 + k, k, 1
+        config.train.update(num_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
+        config.workdir = str(tmp_path / f"member{k}")
+        configs.append(config)
+    loop.train_ensemble(configs)
+    members_losses = []
+    for k, config in enumerate(configs):
+        loop.train_and_evaluate(config, str(tmp_path / f"solo{k}"))
+        member, solo = ([record["train/loss_nats_per_token"] for record in run_directory.read_metrics(workdir)]
+                        for workdir in (config.workdir, str(tmp_path / f"solo{k}")))
+        np.testing.assert_allclose(member, solo, rtol=config.data.batch_size * config.data.length * FLOAT32_EPS)
+        members_losses.append(member)
+    assert members_losses[0][1:] != members_losses[1][1:]  # other batches
