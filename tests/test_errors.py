@@ -323,8 +323,6 @@ def test_a_checkpoint_of_another_shape_is_one_line(tmp_path):
 
 
 # ---- the malformed inputs a new user tries (issue 23), through the same driver ----------------------------
-TRAINING_BRANCH = "training branch: the optimizer's fields are validated where the run is resolved"
-CONFIG_DUMP = "training branch: the loop logs the whole config before it checks the dataset"
 CONFIG_FILES = {  # a user's config file that fails while it is loaded -> one line naming the file and the line
     "syntax.py": "def get_config(arg=None):\n    return dict(\n",
     "import.py": "import no_such_module\n\n\ndef get_config(arg=None):\n    return None\n",
@@ -337,18 +335,17 @@ CONFIG_FILES = {  # a user's config file that fails while it is loaded -> one li
 
 @dataclasses.dataclass(frozen=True)
 class Malformed:
-    """A command line (`{tmp}` the workspace, `{ro}` a path that cannot be created), the text its one error
-    line must contain, and why it still fails on this branch (an xfail), if it does."""
+    """A command line (`{tmp}` the workspace, `{ro}` a path that cannot be created) and the text its one error
+    line must contain."""
 
     name: str
     module: str
     arguments: tuple[str, ...]
     names: str
-    xfail: str = ""
 
 
-def _tiny_train(name: str, *arguments: str, names: str, xfail: str = "") -> Malformed:
-    return Malformed(name, TRAIN, (TINY, *arguments, f"--workdir={{tmp}}/more/{name}"), names, xfail)
+def _tiny_train(name: str, *arguments: str, names: str) -> Malformed:
+    return Malformed(name, TRAIN, (TINY, *arguments, f"--workdir={{tmp}}/more/{name}"), names)
 
 
 MALFORMED_CLI = [
@@ -385,16 +382,14 @@ MALFORMED_CLI = [
     _tiny_train("dataset_other_length", "--config.data.source=file", "--config.data.path={tmp}/dataset",
                 "--config.data.length=16", names="length"),
     _tiny_train("dataset_too_few_sequences", "--config.data.source=file", "--config.data.path={tmp}/dataset",
-                "--config.data.num_sequences=1000", names="config.data.num_sequences", xfail=CONFIG_DUMP),
-    _tiny_train("learning_rate_nan", "--config.optimizer.learning_rate=nan", names="config.optimizer.learning_rate",
-                xfail=TRAINING_BRANCH),
+                "--config.data.num_sequences=1000", names="config.data.num_sequences"),
+    _tiny_train("learning_rate_nan", "--config.optimizer.learning_rate=nan", names="config.optimizer.learning_rate"),
     _tiny_train("learning_rate_negative", "--config.optimizer.learning_rate=-0.01",
-                names="config.optimizer.learning_rate", xfail=TRAINING_BRANCH),
-    _tiny_train("warmup_equals_steps", "--config.optimizer.warmup_steps=40", names="config.optimizer.warmup_steps",
-                xfail=TRAINING_BRANCH),
-    _tiny_train("beta1_one", "--config.optimizer.beta1=1.0", names="config.optimizer.beta1", xfail=TRAINING_BRANCH),
+                names="config.optimizer.learning_rate"),
+    _tiny_train("warmup_equals_steps", "--config.optimizer.warmup_steps=40", names="config.optimizer.warmup_steps"),
+    _tiny_train("beta1_one", "--config.optimizer.beta1=1.0", names="config.optimizer.beta1"),
     _tiny_train("weight_decay_negative", "--config.optimizer.weight_decay=-1",
-                names="config.optimizer.weight_decay", xfail=TRAINING_BRANCH),
+                names="config.optimizer.weight_decay"),
 ]
 
 
@@ -432,8 +427,7 @@ def malformed_results(tmp_path_factory):
     return tmp, ro, {case.name: result for case, result in zip(MALFORMED_CLI, results, strict=True)}
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xfail(reason=case.xfail)) if case.xfail
-                                  else case for case in MALFORMED_CLI], ids=[case.name for case in MALFORMED_CLI])
+@pytest.mark.parametrize("case", MALFORMED_CLI, ids=[case.name for case in MALFORMED_CLI])
 def test_malformed_command_line_is_one_short_error(case, malformed_results):
     tmp, ro, results = malformed_results
     result = results[case.name]
@@ -502,11 +496,9 @@ MALFORMED_API = {
     "train_learning_rate_nan": (lambda tmp: gj.train_and_evaluate(_tiny_config(optimizer__learning_rate=float("nan")),
                                                                   tmp), "config.optimizer.learning_rate"),
 }
-MALFORMED_API_XFAIL = {"train_learning_rate_nan": TRAINING_BRANCH}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(reason=MALFORMED_API_XFAIL[name]))
-                                  if name in MALFORMED_API_XFAIL else name for name in sorted(MALFORMED_API)])
+@pytest.mark.parametrize("name", sorted(MALFORMED_API))
 def test_malformed_api_call_is_one_short_user_error(name, tmp_path):
     call, names = MALFORMED_API[name]
     with pytest.raises(UserError) as raised:
