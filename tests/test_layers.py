@@ -13,7 +13,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LAYERS = (
     ("errors", "files", "threefry", "lazy"),
     ("locks",),
-    ("keys", "statistics", "parallel"),
+    ("keys", "statistics", "parallel", "compilation_cache"),
     ("gssm",),
     ("sampling",),
     ("inference",),

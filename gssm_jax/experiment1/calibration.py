@@ -141,7 +141,7 @@ def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: An
       clock: seconds (a fake one in tests); the measurer's own clock times its trials for the estimate.
 
     Returns:
-      the record of contract 6: `{"settings", "reference" (None for a given target), "target" (the mean over
+      the calibration record: `{"settings", "reference" (None for a given target), "target" (the mean over
       seeds of the reference's difficulty), "target_stderr", "unit", "trials", "seconds":
       {"estimated", "measured"}, "pairs": {"<seed>": {"small_alpha_x": {"alpha_X", "alpha_Z", "difficulty",
       "converged", "reason", "monotone", "largest_decrease", "evaluations": [[alpha, difficulty]...]},
@@ -248,10 +248,11 @@ def run_calibration(config: ml_collections.ConfigDict, workdir: str, log: Log = 
       "compression_performance": {row: {"alphas": {"<seed>": {"alpha_X", "alpha_Z"}}, "model_nats_per_token",
       measure: {"mean", "stderr", "unit"}}}}}}`; a calibrated row holds the matched seeds only.
     """
-    from gssm_jax import difficulty  # noqa: PLC0415 (JAX work only when called)
+    from gssm_jax import compilation_cache, difficulty  # noqa: PLC0415 (JAX work only when called)
     from gssm_jax.experiment1 import calibration_report  # noqa: PLC0415 (matplotlib)
 
     check_calibration(config)
+    compilation_cache.enable()
     calibration = config.calibration
     measures = tuple(calibration.measures)
     result = {"config": calibration.to_dict(), "graphs": {}}

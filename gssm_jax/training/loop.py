@@ -20,8 +20,9 @@ import jax
 import ml_collections
 from absl import logging
 
+from gssm_jax import compilation_cache
 from gssm_jax.errors import shortened
-from gssm_jax.training import compilation_cache, members, memory, resume, run_directory
+from gssm_jax.training import members, memory, resume, run_directory
 from gssm_jax.training.checkpoints import MemberCheckpoints
 from gssm_jax.training.progress import Recorder
 from gssm_jax.training.run import ConfigError, Run, resolve

@@ -5,8 +5,9 @@ import os
 import subprocess
 import sys
 
+from gssm_jax import compilation_cache
 from gssm_jax.configs.base import get_config
-from gssm_jax.training import compilation_cache, loop, progress, run_directory
+from gssm_jax.training import loop, progress, run_directory
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache for the training entry points: a run of a shape compiled before starts at once.
+"""JAX's persistent compilation cache: a program of a shape compiled before (by any process) loads at once.
 
 Every run of one shape (the cells of a sweep, a rerun, the next process of a resumed run) compiles the same
 programs; with the cache, only the first process pays for them. The directory is `$GSSM_JAX_CACHE_DIR`
