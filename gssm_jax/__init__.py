@@ -5,13 +5,16 @@
     tokens = gj.sample_tokens(jax.random.key(1), graph, kernels, batch_size=64, length=256)
     rate = gj.entropy_rate(graph, kernels, tokens)              # EntropyRate(nats_per_token, standard_error)
     result = gj.train_and_evaluate(gj.load_config("base:size=tiny"), "runs/tiny")
+    records = gj.read_metrics("runs/tiny")                      # one dict per logged step
+    path = gj.write_report("runs/quickstart")                   # an Experiment 1 sweep's report.md
+    runs = gj.load_runs("runs/quickstart")                      # its finished runs: learning curves
 
 The stages of the data flow are subpackages, bottom first: `gj.gssm` (the generative model: graphs,
 families, kernels), `gj.sampling`, `gj.inference` (the exact forward pass), `gj.data`, `gj.difficulty`
 (measures, the two sides, the calibration search), `gj.learners` (the sequence models trained on the
 tokens), `gj.training`, `gj.experiment1` (the sweep and its report), `gj.configs` and `gj.cli`; below
 them the ground floor: `gj.keys` (the key tree), `gj.files` (the atomic writer), `gj.errors`,
-`gj.statistics`, `gj.parallel` (the device mesh) and `gj.threefry`.
+`gj.locks` (one process per work directory), `gj.statistics`, `gj.parallel` (the device mesh) and `gj.threefry`.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ _EXPORTS = {
     "generate_dataset": "gssm_jax.data.generate",
     "load_dataset": "gssm_jax.data.load",
     "train_and_evaluate": "gssm_jax.training.loop",
+    "read_metrics": "gssm_jax.training.run_directory",
     "run_experiment": "gssm_jax.experiment1.sweep",
+    "load_runs": "gssm_jax.experiment1.runs",
     "write_report": "gssm_jax.experiment1.report",
 }
 _LOADERS = {"load_config": ("gssm_jax.configs", "load")}
 _SUBPACKAGES = ("cli", "configs", "data", "difficulty", "errors", "experiment1", "files", "gssm", "inference", "keys",
-                "learners", "parallel", "sampling", "statistics", "threefry", "training")
+                "learners", "locks", "parallel", "sampling", "statistics", "threefry", "training")
 
 __all__ = sorted([*_EXPORTS, *_LOADERS])
 

@@ -17,8 +17,10 @@ import tempfile
 import time
 import traceback
 
-import gssm_jax.cli.common  # noqa: F401 (the imports every case shares, paid once)
-import gssm_jax.experiment1  # noqa: F401
+import gssm_jax.cli.common  # noqa: F401 (the imports the cases share, paid once)
+import gssm_jax.data.generate  # noqa: F401
+import gssm_jax.experiment1.report  # noqa: F401
+import gssm_jax.experiment1.sweep  # noqa: F401
 import gssm_jax.training.loop  # noqa: F401
 
 TIMEOUT_SECONDS = 120

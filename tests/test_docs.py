@@ -1,7 +1,7 @@
 """Every command the documentation shows is run, in a cheap form, from a directory outside the checkout.
 
-Commands are extracted from the README (``bash`` blocks and inline `gssm-...`, `python -m ...`, `make ...`)
-and from the docstrings of every shipped config (`gssm_jax/configs/*.py`) and entry point
+Commands are extracted from the README and docs/*.md (``bash`` blocks and inline `gssm-...`, `python -m ...`,
+`make ...`) and from the docstrings of every shipped config (`gssm_jax/configs/*.py`) and entry point
 (`gssm_jax/cli/*.py`). `CHEAP` maps each documented command to the command that is run instead: the same
 entry point, config and flags at `size=tiny` (or with overrides that make it take seconds), or a reason
 why it is not run here. A documented command without an entry fails the test, and so does an entry whose
@@ -18,7 +18,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHONPATH = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))  # the checkout first
+# The pages whose commands are run: the README first, then docs/ (in name order).
+DOCUMENTS = ("README.md", *sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs"))
+                                  if name.endswith(".md")))
 # A command, after optional environment assignments (`VAR=value ... gssm-train ...`).
 COMMAND = re.compile(r"^([A-Z_]+=\S+ )*(gssm-[a-z0-9-]+|python -m |make )")
 ASSIGNMENT = re.compile(r"^[A-Z_]+=")
@@ -36,17 +42,32 @@ def skip(reason: str) -> str:
 # Documented command (whitespace normalised) -> the cheap command run here, in this order, in one scratch
 # directory (later commands may read what earlier ones wrote), or `skip(reason)`.
 CHEAP = {
-    # README: the two commands and the other make targets.
+    # README: the quick start, run as it is (the docs test is where it is checked end to end), and the two
+    # commands and the other make targets.
+    "gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/quickstart":
+        "gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/quickstart",
+    "gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/exp1_tiny":
+        "gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/quickstart",
+    "gssm-experiment1 --help": "gssm-experiment1 --help",
+    "gssm-train --config=base:size=tiny --workdir=runs/train_tiny":
+        "gssm-train --config=base:size=tiny --workdir=runs/train",
     "make run": skip("= gssm-experiment1 --config=experiment1:size=cpu, run below at size=tiny"),
     "make test": skip("the test suite itself"),
     "make test-slow": skip("the slow tests, run by `make test-slow`"),
     "make benchmarks": skip("each benchmark is run below in its quick form"),
+    # Help.
+    "gssm-train --help": "gssm-train --help",
+    "gssm-train --config=data --help": "gssm-train --config=data --help",
     # Training.
     "gssm-train --config=base --workdir=runs/train": "gssm-train --config=base:size=tiny --workdir=runs/train",
+    "gssm-train --config=base": "gssm-train --config=base:size=tiny --workdir=runs/train",
     "gssm-train --config=base:size=paper --workdir=runs/paper":
         "gssm-train --config=base:size=tiny --workdir=runs/train",
     "gssm-train --config=base:alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=2000 --config.model.width=128 "
     "--workdir=runs/small_alpha_z":
+        "gssm-train --config=base:size=tiny,alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=20 "
+        "--config.model.width=16 --workdir=runs/small_alpha_z",
+    "gssm-train --config=base:alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=2000 --workdir=runs/small_alpha_z":
         "gssm-train --config=base:size=tiny,alpha_x=0.05,alpha_z=0.001 --config.train.num_steps=20 "
         "--config.model.width=16 --workdir=runs/small_alpha_z",
     "gssm-train --config=base --config.model.kind=mamba --workdir=runs/mamba":
@@ -57,25 +78,39 @@ CHEAP = {
         "--config=base:size=tiny --workdir=runs/train_fast",
     "gssm-train --config=base --config.train.num_steps=200 --workdir=runs/train_200":
         "gssm-train --config=base:size=tiny --config.train.num_steps=10 --workdir=runs/train_200",
-    # Finite data (gssm-train from file reads the dataset generated first).
+    # Finite data (gssm-train from file reads the dataset generated first): the cpu graph with fewer sequences,
+    # then the tiny recipe as documented (data:size=tiny is the dataset base:size=tiny trains on).
     "gssm-generate-data --config=data --workdir=data/four_by_four_cpu":
-        "gssm-generate-data --config=data:size=tiny --config.length=128 --workdir=data/four_by_four_cpu",
+        "gssm-generate-data --config=data --config.num_train=128 --config.num_test=16 --workdir=data/four_by_four_cpu",
+    "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
+    "--config.data.num_sequences=300 --workdir=runs/n300":
+        "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
+        f"--config.data.num_sequences=30 {TINY_TRAIN} --workdir=runs/n300",
+    "gssm-generate-data --config=data:size=tiny --workdir=data/tiny":
+        "gssm-generate-data --config=data:size=tiny --workdir=data/tiny",
+    "gssm-train --config=base:size=tiny --config.data.source=file --config.data.path=data/tiny "
+    "--workdir=runs/tiny_file":
+        "gssm-train --config=base:size=tiny --config.data.source=file --config.data.path=data/tiny "
+        "--workdir=runs/tiny_file",
     "gssm-generate-data --config=data:size=paper --workdir=data/four_by_four":
         "gssm-generate-data --config=data:size=tiny --workdir=data/four_by_four",
     "gssm-generate-data --config=data:family=chain,alpha_x=0.05,alpha_z=0.001 --config.num_train=10000 "
     "--workdir=data/chain_small_alpha_z":
         "gssm-generate-data --config=data:size=tiny,family=chain,alpha_x=0.05,alpha_z=0.001 --config.num_train=40 "
         "--workdir=data/chain_small_alpha_z",
-    "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
-    "--config.data.num_sequences=300 --workdir=runs/n300":
-        "gssm-train --config=base --config.data.source=file --config.data.path=data/four_by_four_cpu "
-        f"--config.data.num_sequences=30 {TINY_TRAIN} --workdir=runs/n300",
+    "gssm-generate-data --config=data:family=chain,alpha_x=0.05,alpha_z=0.001 --workdir=data/chain":
+        "gssm-generate-data --config=data:size=tiny,family=chain,alpha_x=0.05,alpha_z=0.001 --config.num_train=40 "
+        "--workdir=data/chain_small_alpha_z",
     "gssm-data-sweep --config=data_sweep --workdir=runs/data_sweep":
+        "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep",
+    "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep_tiny":
         "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep",
     "gssm-data-sweep --config=data_sweep:size=paper --workdir=runs/data_sweep_paper":
         "gssm-data-sweep --config=data_sweep:size=tiny --workdir=runs/data_sweep",
     # Calibration (model_results reads the training run above).
     "gssm-calibrate --config=calibrate:graph=four_by_four --workdir=runs/calibrate":
+        "gssm-calibrate --config=calibrate:graph=four_by_four,size=tiny --workdir=runs/calibrate",
+    "gssm-calibrate --config=calibrate:graph=four_by_four,size=tiny --workdir=runs/calibrate_tiny":
         "gssm-calibrate --config=calibrate:graph=four_by_four,size=tiny --workdir=runs/calibrate",
     "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=entropy --workdir=runs/cal8_entropy":
         "gssm-calibrate --config=calibrate:graph=eight_by_four,measure=entropy,size=tiny --workdir=runs/cal8_entropy",
@@ -92,14 +127,16 @@ CHEAP = {
     # Experiment 1 (reuses the calibration cached just above in runs/experiment1).
     "gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
-    "gssm-experiment1 --config=experiment1:size=paper --workdir=runs/exp1_paper":
+    "gssm-experiment1 --report_only --workdir=runs/experiment1":
+        "gssm-experiment1 --report_only --workdir=runs/experiment1",
+    "gssm-experiment1 --config=experiment1:size=gpu --workdir=runs/exp1_gpu":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
     "gssm-experiment1 --config=experiment1:size=paper,match=gzip --workdir=runs/exp1_gzip":
         "gssm-experiment1 --config=experiment1:size=tiny,match=gzip,graph=chain,side=small_alpha_x "
         "--workdir=runs/exp1_gzip",
     "gssm-experiment1 --config=experiment1:size=medium --workdir=runs/exp1_medium":
         "gssm-experiment1 --config=experiment1:size=tiny,graph=four_by_four --workdir=runs/experiment1",
-    "gssm-experiment1 --config=experiment1:size=cpu,learners=all --workdir=runs/exp1_learners":
+    "gssm-experiment1 --config=experiment1:size=cpu,learners=all":
         skip("the learners=all,match=both command below runs this entry point and learner list at size=tiny"),
     # Two learners and both measures end to end: shared runs are linked, n-gram floors computed once.
     "gssm-experiment1 --config=experiment1:size=cpu,learners=all,match=both --workdir=runs/exp1_all":
@@ -110,13 +147,10 @@ CHEAP = {
     "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
     "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8":
         skip("needs a Slurm cluster; the submitit path is tested in tests/experiment1/test_sweep.py"),
-    "gssm-experiment1 --config=experiment1:size=paper --workdir=/shared/exp1 --launcher=slurm "
-    "--slurm_partition=gpu --slurm_time_minutes=240 --slurm_gpus_per_node=8 --slurm_max_parallel=32":
-        skip("needs a Slurm cluster; the submitit path is tested in tests/experiment1/test_sweep.py"),
     "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05 "
     "--workdir=runs/chain_small_alpha_z":
-        f"gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny {TINY_TRAIN} "
-        "--workdir=runs/chain_small_alpha_z",
+        "gssm-train --config=experiment1:graph=chain,side=small_alpha_z,free_alpha=0.05,size=tiny "
+        "--workdir=runs/chain_small_alpha_z",  # size=tiny's own 20 steps, with their cool-down branch
     # Composable-llm's difficulty table.
     "gssm-difficulty --workdir=runs/difficulty":
         "gssm-difficulty --graphs=four_by_four --seeds=2 --batch_size=4 --entropy_sequences=1 --skip_reference "
@@ -158,13 +192,15 @@ def _commands_in(lines: list[str]) -> list[str]:
 def documented_commands() -> dict[str, str]:
     """{command: where it is documented} from the README and the configs' and entry points' docstrings."""
     found = {}
-    with open(os.path.join(REPO, "README.md")) as file:
-        readme = file.read()
-    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
-        found.update(dict.fromkeys(_commands_in(block.splitlines()), "README.md"))
-    for inline in re.findall(r"`([^`\n]+)`", readme):
-        if COMMAND.match(inline) and " " in inline:  # a bare `gssm-train` in prose names the command
-            found.setdefault(_normalise(inline), "README.md")
+    for page in DOCUMENTS:
+        with open(os.path.join(REPO, page)) as file:
+            text = file.read()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for command in _commands_in(block.splitlines()):
+                found.setdefault(command, page)
+        for inline in re.findall(r"`([^`\n]+)`", text):
+            if COMMAND.match(inline) and " " in inline:  # a bare `gssm-train` in prose names the command
+                found.setdefault(_normalise(inline), page)
     for folder in ("configs", "cli"):
         directory = os.path.join(REPO, "gssm_jax", folder)
         for name in sorted(os.listdir(directory)):
@@ -229,7 +265,7 @@ def run_cheap_forms(tmp_path, benchmarks: bool) -> None:
     the second): the benchmarks (they write nothing other commands read) and everything else.
     """
     scripts = _entry_points()
-    environment = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    environment = {**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu"}
     done = set()
     for documented, cheap in CHEAP.items():
         if cheap.startswith("SKIP: ") or cheap in done or _is_benchmark(cheap) != benchmarks:
@@ -248,13 +284,50 @@ def test_documented_commands_run_in_their_cheap_form(tmp_path):
     run_cheap_forms(tmp_path, benchmarks=False)
 
 
-def test_readme_python_snippets_run(tmp_path):
-    """The README's ```python blocks, in order, as one script (smaller batches: the same calls, seconds)."""
-    with open(os.path.join(REPO, "README.md")) as file:
+@pytest.mark.parametrize("page", [page for page in DOCUMENTS if "```python" in open(os.path.join(REPO, page)).read()])
+def test_python_snippets_run(page, tmp_path):
+    """A page's ```python blocks, in order, as one script (smaller batches: the same calls, seconds)."""
+    with open(os.path.join(REPO, page)) as file:
         blocks = re.findall(r"```python\n(.*?)```", file.read(), flags=re.S)
-    assert blocks, "the README shows no Python"
     script = "\n".join(blocks).replace("batch_size=1024, length=2048", "batch_size=16, length=64")
     script += "\nassert losses.shape == tokens.shape and float(rate.nats_per_token) > 0 and log_p.shape == (16,)\n"
     completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+                               env={**os.environ, "PYTHONPATH": PYTHONPATH}, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_the_readme_is_short_and_links_inside_the_repository():
+    with open(os.path.join(REPO, "README.md")) as file:
+        readme = file.read()
+    assert len(readme.splitlines()) <= 150, "the README is the front page: move detail to docs/"
+    assert "```python" in readme and "## The answer" in readme and "composable-llm" in readme
+    assert not re.search(r"\b[0-9a-f]{7,40}\b", readme), "no commit hashes in the README (docs/history.md)"
+    for page in DOCUMENTS:
+        with open(os.path.join(REPO, page)) as file:
+            for link in re.findall(r"\]\(([^)#]+)\)", file.read()):
+                if not link.startswith("http"):
+                    target = os.path.normpath(os.path.join(REPO, os.path.dirname(page), link))
+                    assert target.startswith(REPO + os.sep) and os.path.exists(target), (page, link)
+
+
+def sizes_markdown() -> str:
+    """docs/experiment1.md's table of sizes, from `BUDGETS` and `MODELS` of the experiment1 config."""
+    from gssm_jax.configs import experiment1
+
+    lines = ["| size | graphs x sides x seeds | T | transformer (depth x width) | steps x batch | peak learning rates "
+             "(tuning seeds) | calibration batch |", "|---" * 7 + "|"]
+    for size in experiment1.SIZES:
+        budget, models = experiment1.BUDGETS[size], experiment1.MODELS[size]
+        length = str(budget.length) if budget.length else "composable-llm's (2048 / 4096)"
+        shapes = ", ".join(f"{name} {shape['depth']} x {shape['width']}" for name, shape in models.items())
+        rates = ", ".join(f"{rate:g}" for rate in budget.learning_rates)
+        lines.append(f"| `{size}` | 3 x 2 x {budget.seeds} | {length} | {shapes} | {budget.num_steps} x "
+                     f"{budget.batch_size} | {rates} ({budget.tuning_seeds}) | {budget.calibration_batch} |")
+    return "\n".join(lines)
+
+
+def test_the_sizes_table_is_the_config():
+    with open(os.path.join(REPO, "docs", "experiment1.md")) as file:
+        page = file.read()
+    table = sizes_markdown()
+    assert table in page, f"regenerate the table of sizes in docs/experiment1.md:\n{table}"

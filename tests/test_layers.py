@@ -11,7 +11,8 @@ import os
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gssm_jax")
 # Bottom first. Units in the same row may not import each other either.
 LAYERS = (
-    ("errors", "files", "threefry"),
+    ("errors", "files", "threefry", "lazy"),
+    ("locks",),
     ("keys", "statistics", "parallel", "compilation_cache"),
     ("gssm",),
     ("sampling",),

@@ -1,11 +1,15 @@
 """The notebooks: committed without outputs, and they run end to end with small parameters (nbclient)."""
 
 import os
+import re
 import sys
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+import gssm_jax as gj
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("quickstart.ipynb", "experiment1.ipynb")
@@ -30,8 +34,28 @@ def test_notebook_is_stripped_and_parameterised(name):
     notebook = read(name)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code), "strip the outputs"
-    assert 'if "google.colab" in sys.modules:' in code[0].source and "%pip install" in code[0].source
     assert sum("parameters" in cell.metadata.get("tags", []) for cell in code) == 1
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_installs_from_a_real_checkout_and_uses_the_public_api_only(name):
+    code = [cell.source for cell in read(name).cells if cell.cell_type == "code"]
+    install = code[0]
+    assert 'if "google.colab" in sys.modules:' in install and '%pip install -q -e "{CHECKOUT}[report]"' in install
+    assert "http" not in install and "raise FileNotFoundError" in install  # no placeholder URL: a clear message
+    source = "\n".join(code)
+    assert "import gssm_jax as gj" in source
+    assert "from gssm_jax" not in source and "import gssm_jax." not in source, "gj.* only (gssm_jax/__init__.py)"
+    used = set(re.findall(r"\bgj\.(\w+)", source))
+    assert used <= set(gj.__all__), used - set(gj.__all__)
+    for figure in source.split("plt.show()")[:-1]:  # every figure has a legend
+        assert "legend(" in figure, figure[-300:]
+
+
+def test_experiment1_notebook_on_a_missing_workdir_says_what_to_run(tmp_path):
+    with pytest.raises(CellExecutionError, match="holds no Experiment 1 runs") as raised:
+        execute("experiment1.ipynb", f"workdir = {str(tmp_path / 'nosuch')!r}")
+    assert "gssm-experiment1 --config=experiment1:size=tiny" in str(raised.value)
 
 
 def test_experiment1_notebook_reproduces_the_report_on_a_fake_workdir(tmp_path):

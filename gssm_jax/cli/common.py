@@ -1,12 +1,15 @@
 """Command-line plumbing shared by the entry points (`gssm_jax/cli/*.py`, the `gssm-*` console scripts).
 
-`run(main)` is every console script: absl's `app.run` with `parse_flags`, which turns every error a
-user can make on the command line (an unknown flag, a config field typo, a value of the wrong type, a
-bad `:arg` of the config file, a config that is neither a file nor a shipped config) into one line,
-and with `main` guarded so that a `gssm_jax.errors.UserError` raised at any stage (a bad config field,
-dataset or workdir) prints as at most three `error: ...` lines. Both exit with status 2 and no
-traceback; Ctrl-C outside the training loop exits with 130. `--config` takes a file path or the name
-of a shipped config (`gssm_jax.configs.resolve`), so every command works from any directory.
+`run(main, config=...)` is every console script. `--help` prints the script's own help (`gssm_jax.cli.usage`:
+what it does, its flags, its config's docstring and `:arg` keys with their defaults). Otherwise absl's
+`app.run` parses the flags with `parse_flags`, which turns every error a user can make on the command line
+(an unknown flag, a config field typo, a value of the wrong type, a bad `:arg`, a config that is neither a
+file nor a shipped config, a config file of theirs that fails to load: its file and line) into one line,
+and `main` runs guarded so that a `gssm_jax.errors.UserError` raised at any stage (a bad config field,
+dataset or workdir) prints as at most three `error: ...` lines. Both exit with status 2 and no traceback;
+Ctrl-C outside the training loop exits with 130. `--config` takes a file path or the name of a shipped
+config (`gssm_jax.configs.resolve`), so every command works from any directory. Nothing here imports JAX:
+the mains import it after the config is checked, so a mistake costs a fraction of a second.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 
 from gssm_jax import configs
+from gssm_jax.cli import usage
 from gssm_jax.errors import UserError, message_lines
 
 USER_ERROR_STATUS = 2
@@ -57,21 +63,86 @@ def _override_named(message: str, argv: Sequence[str]) -> str:
     return ""
 
 
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def _config_file_error(error: BaseException, argv: Sequence[str]) -> str | None:
+    """`--config=FILE, line N (in FUNCTION): Type: message` when `error` comes from a user's config file
+    (a syntax error, a failed import, a bug in its get_config), else None (our own UserError, a flag typo)."""
+    spec = usage.config_spec(argv, None)
+    if spec is None:
+        return None
+    file = os.path.abspath(spec.partition(":")[0])
+    if os.path.dirname(file) == configs.DIRECTORY:
+        return None
+    if isinstance(error, SyntaxError) and error.filename and os.path.abspath(error.filename) == file:
+        return f"--config={spec}: line {error.lineno}: SyntaxError: {error.msg}; fix the file"
+    text = str(error.args[0]) if len(error.args) == 1 else str(error)
+    if "Traceback (most recent call last)" in text:  # config_flags embeds get_config's traceback
+        frames = [(name, int(line), function) for name, line, function in _FRAME.findall(text)]
+        last = text.strip().splitlines()[-1]
+    else:
+        frames = [(frame.filename, frame.lineno, frame.name) for frame in traceback.extract_tb(error.__traceback__)]
+        last = f"{type(error).__name__}: {text}"
+    frames = [frame for frame in frames if os.path.abspath(frame[0]) == file]
+    if not frames or re.match(r"^gssm_jax\.[\w.]*Error: ", last):  # none of the file's, or our UserError
+        return None
+    _, line, function = frames[-1]
+    return f"--config={spec}, line {line} (in {function}): {last}; fix the file"
+
+
+def _config_value_error(argv: Sequence[str]) -> str | None:
+    """One line when `--config` was given but its get_config returned something other than a ConfigDict."""
+    spec = usage.config_spec(argv, None)
+    if spec is None or "config" not in flags.FLAGS:
+        return None
+    value = flags.FLAGS["config"].value
+    if isinstance(value, ml_collections.ConfigDict):
+        return None
+    return (f"--config={spec}: get_config returned {type(value).__name__ if value is not None else 'None'}, not a "
+            "ConfigDict; return the config from get_config")
+
+
+class _DropConfigWarnings(logging.Filter):
+    """Drops config_flags' warning that get_config returned None: `_config_value_error` says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.endswith("config_flags.py")
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl flags parser for `app.run(..., flags_parser=parse_flags)`; exits with one line on a user error.
 
     Returns:
       the positional arguments left after the flags (absl's convention).
     """
+    quiet = _DropConfigWarnings()
+    absl_logging.get_absl_logger().addFilter(quiet)
     try:
-        return flags.FLAGS(resolve_config_flags(argv))
-    except flags.Error as error:
-        fail(f"{_one_line(error)} (pass --helpfull to list the flags)")
-    except (KeyError, AttributeError, TypeError, ValueError) as error:
-        # config_flags raises these for a field typo (with a "Did you mean" hint), an override of the
-        # wrong type, or an exception from get_config(arg) for a bad `:arg`.
+        positional = flags.FLAGS(resolve_config_flags(argv))
+    except Exception as error:  # noqa: BLE001 (everything a config file can raise while it is loaded)
+        # absl raises flags.Error for an unknown flag, a missing value, or a ValueError/TypeError of a flag's
+        # parser (a bad `:arg`, with get_config's traceback embedded); config_flags raises KeyError,
+        # AttributeError, TypeError or ValueError for a field typo (with a "Did you mean" hint) or an override
+        # of the wrong type; a user's config file anything.
         message = _one_line(error)
+        if "has no attribute 'get_config'" in message:
+            fail(f"--config={usage.config_spec(argv, '')} defines no get_config; a config file defines "
+                 "get_config(arg=None) returning an ml_collections.ConfigDict")
+        if "--config must have a value other than None" in message:
+            fail(_config_value_error(argv) or message)
+        located = _config_file_error(error, argv)
+        if located:
+            fail(located)
+        if isinstance(error, flags.Error):
+            fail(f"{message} (pass --help to list the flags)")
         fail(f"bad {_override_named(message, argv) or '--config'}: {message}")
+    finally:
+        absl_logging.get_absl_logger().removeFilter(quiet)
+    located = _config_value_error(argv)
+    if located:
+        fail(located)
+    return positional
 
 
 def resolve_config_flags(argv: Sequence[str], name: str = "config") -> list[str]:
@@ -109,7 +180,7 @@ def check_no_arguments(argv: Sequence[str]) -> None:
     """Raises UserError for positional arguments (every setting is a `--flag=value`)."""
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])}: every setting is a --flag=value "
-                        "(pass --helpfull to list the flags)")
+                        "(pass --help to list the flags)")
 
 
 def fail(error: BaseException | str, status: int = USER_ERROR_STATUS) -> NoReturn:
@@ -136,8 +207,19 @@ def guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     return guarded_main
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """A console script: parses the flags (`parse_flags`), then runs `guarded(main)`."""
+def run(main: Callable[[list[str]], None], config: str | None = None) -> None:
+    """A console script: `--help` (`gssm_jax.cli.usage`), else `parse_flags`, then runs `guarded(main)`.
+
+    config: the shipped config that `--help` describes when the command line names none.
+    """
+    if usage.wants_help(sys.argv):
+        try:
+            text = usage.help_text(sys.modules[main.__module__], sys.argv, config)
+        except UserError as error:
+            fail(error)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        raise SystemExit(0)
     app.run(guarded(main), flags_parser=parse_flags)
 
 

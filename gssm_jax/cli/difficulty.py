@@ -24,7 +24,6 @@ from gssm_jax.cli import common
 from gssm_jax.errors import check_names
 from gssm_jax.gssm.families import get_family
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.sampling import numpy_sampler
 
 # (family, alpha_X, alpha_Z, composable-llm's gzip difficulty): composable-llm's table, 4 states per hidden node,
 # 1024 sequences, T = the family's length (2048 for four_by_four, 4096 for eight_by_four).
@@ -55,6 +54,8 @@ def _row(family_name: str, alpha_x: float, alpha_z: float, composable_llm_gzip: 
     row = {"graph": family_name, "length": family.length, "alpha_X": alpha_x, "alpha_Z": alpha_z,
            "composable_llm_gzip": composable_llm_gzip}
     if not _SKIP_REFERENCE.value:
+        from gssm_jax.sampling import numpy_sampler  # noqa: PLC0415 (scipy only once the flags are checked)
+
         graph = GraphSpec.from_config(family.config(alpha_x, alpha_z))
         tokens = numpy_sampler.seed_batch(graph, SEED, _BATCH_SIZE.value, family.length)
         row["reference_seed42"] = difficulty.gzip_bytes_per_token(tokens)
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """The console script (`gssm-difficulty`): parses the flags, then runs `main`."""
+    """The console script (`gssm-difficulty`): `--help`, else parses the flags and runs `main`."""
     common.run(main)
 
 

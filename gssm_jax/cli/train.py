@@ -1,17 +1,23 @@
-"""Trains a transformer on sequences sampled on the fly from a GSSM.
+"""Trains one learner on sequences of a GSSM, sampled on the fly (or read from a dataset), and evaluates its
+excess loss over the exact entropy rate (nats/token) on held-out sequences.
 
+  gssm-train --config=base:size=tiny --workdir=runs/train_tiny
   gssm-train --config=base --config.train.num_steps=200 --workdir=runs/train_200
+  gssm-train --config=base --config.model.kind=mamba --workdir=runs/mamba
 
-Rerunning the same command resumes from the latest checkpoint in the workdir; Ctrl-C or SIGTERM saves a
-checkpoint first. A rerun whose config changes the computation is refused (`gssm_jax.training.resume`).
+Writes config.json, metrics.jsonl, checkpoints/ and, once finished, result.json into the workdir. Rerunning
+the same command resumes from the latest checkpoint; Ctrl-C or SIGTERM saves a checkpoint first. A rerun whose
+config changes the computation is refused (`gssm_jax.training.resume`). One process per workdir
+(`gssm_jax.locks`; not taken with config.distributed.initialize, where every host runs this command).
 """
+
+import contextlib
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gssm_jax import parallel
+from gssm_jax import locks
 from gssm_jax.cli import common
-from gssm_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name, with an "
                                           "optional :arg, e.g. base:size=tiny.", lock_config=True)
@@ -23,18 +29,23 @@ def main(argv):
     common.check_no_arguments(argv)
     config = _CONFIG.value
     workdir = common.resolve_workdir(config.workdir, _WORKDIR.value)
-    parallel.initialize_distributed(config.distributed.initialize)  # before any other JAX call
-    try:
-        result = loop.train_and_evaluate(config, workdir)
-    except loop.Preempted as preempted:
-        logging.warning("%s", preempted)
-        raise SystemExit(128 + preempted.signal_number) from None  # the shell's status for death by that signal
+    multi_host = bool(config.get("distributed", {}).get("initialize", False))
+    with contextlib.nullcontext() if multi_host else locks.hold(workdir):
+        from gssm_jax import parallel  # noqa: PLC0415 (JAX only once the config and the workdir are checked)
+        from gssm_jax.training import loop  # noqa: PLC0415
+
+        parallel.initialize_distributed(config.distributed.initialize)  # before any other JAX call
+        try:
+            result = loop.train_and_evaluate(config, workdir)
+        except loop.Preempted as preempted:
+            logging.warning("%s", preempted)
+            raise SystemExit(128 + preempted.signal_number) from None  # the shell's status for death by that signal
     logging.info("Finished: %s", result)
 
 
 def run() -> None:
-    """The console script (`gssm-train`): parses the flags, then runs `main`."""
-    common.run(main)
+    """The console script (`gssm-train`): `--help`, else parses the flags and runs `main`."""
+    common.run(main, config="base")
 
 
 if __name__ == "__main__":

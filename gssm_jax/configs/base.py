@@ -1,4 +1,5 @@
-"""Defaults of a training run on the fly: composable-llm's 4x4-state / 32-token graph, small alpha_X side.
+"""Defaults of a training run on the fly: composable-llm's 4x4-state / 32-token graph (size=tiny: 2 hidden x 2
+states, 8 tokens), small alpha_X side.
 
 Commands (after `pip install -e .`, from any directory):
 
@@ -9,7 +10,8 @@ Commands (after `pip install -e .`, from any directory):
 
 The optional argument after `:` is a comma-separated list of `key=value`:
   size     cpu (default; about 2 minutes on 2 CPU cores), paper (composable-llm's T=2048, bigger model) or
-           tiny (2 hidden nodes x 2 states, 8 tokens, seconds: for tests and smoke runs);
+           tiny (2 hidden nodes x 2 states, 8 tokens, T=32, 40 steps: seconds; the graph and length of
+           data:size=tiny, so a dataset of `gssm-generate-data --config=data:size=tiny` trains here);
   alpha_x  Dirichlet concentration of X's emission rows (float > 0; default 1e-3);
   alpha_z  Dirichlet concentration of every hidden node's rows (float > 0; default 0.125).
 Rerunning the same command resumes from the latest checkpoint in the workdir (a finished run trains on
@@ -21,17 +23,17 @@ from __future__ import annotations
 
 import ml_collections
 
-from gssm_jax.configs.common import parse_arg
+from gssm_jax.configs.common import SIZES, parse_arg
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import experiment1_graph_config
 
-SIZES = ("cpu", "paper", "tiny")
 ARG_DEFAULTS = {"size": "cpu", "alpha_x": 1e-3, "alpha_z": 0.125}
+ARG_CHOICES = {"size": SIZES}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The run's configuration; `arg` as described in the module docstring."""
-    options = parse_arg(arg, ARG_DEFAULTS, {"size": SIZES})
+    options = parse_arg(arg, ARG_DEFAULTS, ARG_CHOICES)
     for name in ("alpha_x", "alpha_z"):
         if not options[name] > 0:
             raise UserError(f"config argument {name}={options[name]}: must be a Dirichlet concentration > 0")

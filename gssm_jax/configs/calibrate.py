@@ -14,7 +14,8 @@ The optional argument after `:` is a comma-separated list of `key=value`:
            (bits/token), or both (default: entropy and gzip);
   size     cpu (default; one pair per measure in under a minute on 2 CPU cores, about 5 minutes for
            eight_by_four: see CPU_SIZES), paper (composable-llm's batch of 1024 sequences at the family's
-           length, 8 seeds; for accelerators) or tiny (2 seeds of 4 x 64 tokens, coarse tolerances: seconds).
+           length, 8 seeds; for accelerators) or tiny (2 seeds of 4 x 64 tokens, coarse tolerances: seconds);
+           the size scales the compute only: the graph is the family's at every size.
 Each graph seed's two sides are matched to one target (the mean difficulty of the reference setting over the
 seeds), each within the tolerance; a seed that cannot be matched is reported and not trained by the sweep.
 Everything is in `config.calibration` (the schema the Experiment 1 sweep reads too: `gssm-calibrate
@@ -27,14 +28,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from gssm_jax.configs.common import calibration_config, parse_arg
-from gssm_jax.difficulty import MEASURES
+from gssm_jax.configs.common import SIZES, calibration_config, parse_arg
+from gssm_jax.difficulty.measures import MEASURES
 from gssm_jax.difficulty.sides import SMALL_ALPHA
 from gssm_jax.gssm.families import FAMILIES, get_family
 
-SIZES = ("cpu", "paper", "tiny")
 MEASURE_CHOICES = (*MEASURES, "both")
 ARG_DEFAULTS = {"graph": "four_by_four", "measure": "both", "size": "cpu"}
+ARG_CHOICES = {"graph": tuple(FAMILIES), "measure": MEASURE_CHOICES, "size": SIZES}
 # (seeds, batch_size, length) at size=cpu, per family: one pair on one measure takes about a minute on 2 CPU
 # cores for four_by_four (benchmarks/calibration.py). eight_by_four's forward algorithm is ~256 times dearer per
 # token (about 5-6 k tokens/s on 2 quiet CPU cores), so its entropy trials get 4 x 4 x 2048 tokens (10-19 s each;
@@ -53,7 +54,7 @@ TINY_TOLERANCES = {"entropy": 0.07, "gzip": 0.05, "zlib": 0.2, "bz2": 0.2, "lzma
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The calibration's configuration; `arg` as described in the module docstring."""
-    options = parse_arg(arg, ARG_DEFAULTS, {"graph": tuple(FAMILIES), "measure": MEASURE_CHOICES, "size": SIZES})
+    options = parse_arg(arg, ARG_DEFAULTS, ARG_CHOICES)
     family = get_family(options["graph"])
     compression_only = options["measure"] not in ("entropy", "both") and family.name in CPU_COMPRESSION_SIZES
     grid_points, tolerances = 6, TOLERANCES

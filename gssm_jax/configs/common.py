@@ -1,4 +1,13 @@
-"""What the shipped configs share: the one `:arg` parser and the one calibration schema."""
+"""What the shipped configs share: the sizes, the one `:arg` parser and the one calibration schema.
+
+The sizes (`size=` in every shipped config's `:arg`): `tiny` runs in seconds (smoke runs, tests, the
+README's quick start), `cpu` (the default) in minutes on 2 CPU cores, `paper` at composable-llm's lengths on
+accelerators; `experiment1` adds `medium` (T=256 on a CPU) and `gpu` (one accelerator). Where a config does
+not name a graph family, the size picks the graph: `tiny` is 2 hidden nodes x 2 states and 8 tokens at
+T=32, every other size composable-llm's 4 x 4-state, 32-token graph (`four_by_four`); `base`, `data` and
+`data_sweep` agree on it at every size, so a dataset of `data:size=S` is the one `base:size=S` trains on.
+`calibrate` and `experiment1` name their graph families (`graph=`) and the size scales only their compute.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,9 @@ from typing import Any
 import ml_collections
 
 from gssm_jax.errors import UserError
+
+# The sizes of the training configs (base, data, data_sweep) and of calibrate; experiment1 has more.
+SIZES = ("cpu", "paper", "tiny")
 
 
 def parse_arg(arg: str | None, defaults: Mapping[str, Any],

@@ -6,7 +6,7 @@ Commands (after `pip install -e .`, from any directory):
   # 3 graphs x 2 sides x 8 seeds, write runs/experiment1/report.md. Rerunning resumes.
   gssm-experiment1 --config=experiment1:size=cpu --workdir=runs/experiment1
 
-  # A smoke run of every stage (under a minute):
+  # A smoke run of every stage:
   gssm-experiment1 --config=experiment1:size=tiny --workdir=runs/exp1_tiny
 
   # The answer on one GPU (H100/H200) in about 8 minutes: every graph, 8 seed pairs, the base transformer,
@@ -42,7 +42,7 @@ The optional argument after `:` is a comma-separated list of `key=value`:
   size        cpu (default), medium (T=256), gpu (one accelerator, <= 8 min), paper (composable-llm's T), or tiny
               (2 seeds, a tiny model, 20 steps, coarse calibration: a smoke run); `BUDGETS` and `MODELS` below;
   learners    transformer (default), all, or kinds joined by + (e.g. transformer+mamba), from
-              `gssm_jax.learners.registry.KINDS`; each gets the width matching the transformer's parameters;
+              `gssm_jax.learners.kinds.KINDS`; each gets the width matching the transformer's parameters;
   free_alpha  the calibrated alpha of the side's other node, for a single training run (float > 0; default:
               the family's reference alpha_Z, an uncalibrated placeholder the sweep replaces).
 `graph` and `side` restrict the sweep (`config.experiment1`); the training fields (`config.graph`, `data`,
@@ -64,7 +64,7 @@ from gssm_jax.errors import UserError
 from gssm_jax.experiment1.learners import TRANSFORMER, learner_models, parse_learners, resolved_model
 from gssm_jax.gssm.families import FAMILIES
 from gssm_jax.gssm.graph import GraphSpec
-from gssm_jax.learners.registry import KINDS
+from gssm_jax.learners.kinds import KINDS
 
 SIZES = ("tiny", "cpu", "medium", "gpu", "paper")
 MATCHES = ("entropy", "gzip", "both")
@@ -77,8 +77,10 @@ ARG_CHOICES = {"graph": ("all", *FAMILIES), "side": ("both", *SIDE_NAMES), "matc
 # seeds; a pair's two sides then differ by at most twice that.
 TOLERANCE = {"entropy": 0.007, "gzip": 0.003}
 TINY_TOLERANCE = {"entropy": 0.07, "gzip": 0.05}
-# Evaluations per training run (train.eval_every = ceil(num_steps / EVALS_PER_RUN)).
-EVALS_PER_RUN = 20
+# Evaluations per training run (train.eval_every = ceil(num_steps / evals)): the learning curve's points; a smoke
+# run needs only a few.
+EVALS_PER_RUN = {"tiny": 4}
+DEFAULT_EVALS_PER_RUN = 20
 
 # The transformer of each model size, per experiment size (name -> width, depth, heads); every other learner
 # gets the width matching its parameter count (gssm_jax.experiment1.learners). The README tabulates them.
@@ -157,7 +159,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Evaluations per run: EVALS_PER_RUN, so the learning curves have points (a reference: overriding
     # train.num_steps rescales it). Each eval is a forward pass over eval.num_sequences and
     # eval.validation_sequences; the exact entropy of the held-out set is computed once per run.
-    config.train.eval_every = (config.train.get_ref("num_steps") + EVALS_PER_RUN - 1) // EVALS_PER_RUN
+    evals = EVALS_PER_RUN.get(size, DEFAULT_EVALS_PER_RUN)
+    config.train.eval_every = (config.train.get_ref("num_steps") + evals - 1) // evals
     config.train.checkpoint_every = budget.checkpoint_every
     # Warmup-stable-decay with a cool-down branch ending at half the budget: the excess after a full cool-down
     # at B/2 and at B says whether doubling the tokens still helps (the report's convergence rule), which a

@@ -8,6 +8,7 @@ is written last (format: `gssm_jax.data.format`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 from collections.abc import Callable, Iterator
@@ -86,7 +87,28 @@ def generate_dataset(directory: str | os.PathLike, graph_config: Any, *, seed: i
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
         raise DatasetError(f"{directory} is a file, not a directory; pass a dataset directory (--workdir)")
-    directory.mkdir(parents=True, exist_ok=True)
+    with _writable(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        return _generate(directory, graph, parameters, progress)
+
+
+@contextlib.contextmanager
+def _writable(directory: pathlib.Path) -> Iterator[None]:
+    """Turns a failure to create or write the dataset (read-only path, disk full) into one DatasetError line."""
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or directory
+        raise DatasetError(f"{where}: cannot write the dataset ({error.strerror or error}); pass a writable "
+                           "directory with free space (--workdir)") from None
+
+
+def _generate(directory: pathlib.Path, graph: GraphSpec, parameters: dict[str, Any],
+              progress: Callable[[GenerationProgress], None] | None) -> Dataset:
+    """`generate_dataset` once its arguments are checked and `directory` exists."""
+    seed, data_seed, length = parameters["seed"], parameters["data_seed"], parameters["length"]
+    shard_size = parameters["shard_size"]
+    num_train, num_test = parameters["num_sequences"]["train"], parameters["num_sequences"]["test"]
     if (directory / META_FILE).exists():
         check_same(read_json(directory / META_FILE), parameters, f"{directory} holds a finished dataset")
         (directory / PROGRESS_FILE).unlink(missing_ok=True)

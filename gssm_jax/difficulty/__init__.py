@@ -4,38 +4,20 @@
 seed at its own setting, common random numbers), `search` (one seed's root finder, and the lockstep that
 runs every seed's side by side), `sides` (the two sides of the Experiment 1 pair, defined once),
 `pipeline` (both sides of every seed's pair calibrated to one difficulty). The everyday names are
-re-exported here. Entropy is in nats/token, gzip in composable-llm's bytes/token, the compressors in
-bits/token (`MEASURES`).
+re-exported here, each imported on first use (`gssm_jax.lazy`: `sides` and `measures` need no JAX).
+Entropy is in nats/token, gzip in composable-llm's bytes/token, the compressors in bits/token (`MEASURES`).
 """
 
-from gssm_jax.difficulty.measurer import (
-    ALPHA_NAMES,
-    Difficulty,
-    Measurer,
-    compression_performance,
-    difficulty,
-    entropy_nats_per_token,
-    graph_at,
-    sample_seed_batch,
-    with_alphas,
-)
-from gssm_jax.difficulty.measures import (
-    COMPRESSORS,
-    MEASURES,
-    NATS_PER_BIT,
-    check_measure,
-    compressed_bits_per_token,
-    compression_measures,
-    gzip_bytes_per_token,
-    packed_bytes,
-    parallel_map,
-    unit,
-)
-from gssm_jax.difficulty.pipeline import CalibratedPairs, SeedPair, calibrate, calibrate_pair, curve
-from gssm_jax.difficulty.search import Calibration, Evaluation, find_alpha, lockstep, search
+from gssm_jax import lazy
 
-__all__ = ["ALPHA_NAMES", "COMPRESSORS", "MEASURES", "NATS_PER_BIT", "CalibratedPairs", "Calibration", "Difficulty",
-           "Evaluation", "Measurer", "SeedPair", "calibrate", "calibrate_pair", "check_measure",
-           "compressed_bits_per_token", "compression_measures", "compression_performance",
-           "curve", "difficulty", "entropy_nats_per_token", "find_alpha", "graph_at", "gzip_bytes_per_token",
-           "lockstep", "packed_bytes", "parallel_map", "sample_seed_batch", "search", "unit", "with_alphas"]
+_NAMES = {
+    "gssm_jax.difficulty.measurer": ("ALPHA_NAMES", "Difficulty", "Measurer", "compression_performance", "difficulty",
+                                     "entropy_nats_per_token", "graph_at", "sample_seed_batch", "with_alphas"),
+    "gssm_jax.difficulty.measures": ("COMPRESSORS", "MEASURES", "NATS_PER_BIT", "check_measure",
+                                     "compressed_bits_per_token", "compression_measures", "gzip_bytes_per_token",
+                                     "packed_bytes", "parallel_map", "unit"),
+    "gssm_jax.difficulty.pipeline": ("CalibratedPairs", "SeedPair", "calibrate", "calibrate_pair", "curve"),
+    "gssm_jax.difficulty.search": ("Calibration", "Evaluation", "find_alpha", "lockstep", "search"),
+}
+__getattr__, __dir__ = lazy.exports(__name__, _NAMES)
+__all__ = sorted(name for names in _NAMES.values() for name in names)

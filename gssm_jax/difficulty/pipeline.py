@@ -106,7 +106,7 @@ class SeedPair:
         return get_side(side).alphas(getattr(self, side).alpha, self.small)
 
     def to_json(self) -> dict:
-        """This seed's entry of the calibration record (contract 6), with each side's evaluations."""
+        """This seed's entry of the calibration record, with each side's evaluations."""
         sides = {}
         for side in SIDES:
             result: Calibration = getattr(self, side.name)

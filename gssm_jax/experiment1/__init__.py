@@ -2,27 +2,23 @@
 
 The sweep: `calibration` (the config-driven, cached calibration shared with `gssm-calibrate`, and its
 report `calibration_report`), `learners` (model entries, widths matched in parameters), `plan` (cells,
-run directories, training configs), `launchers` (local and Slurm), `sweep` (calibrate, then train every
-unfinished cell), `data_sweep` (excess loss against the training-set size).
+run directories, training configs), `tuning` (the learning rate chosen on a validation split), `ensembles`
+(which runs train as one program), `launchers` (local processes and Slurm), `sweep` (the stages, skipping
+what is done), `data_sweep` (excess loss against the training-set size).
 Baselines: `ngram` (the add-constant n-gram model) and `floors` (its floor per seed folder).
 The report, read from the run directories: `runs` (the finished runs), `curves` (one curve's summaries),
 `comparisons` (the sides paired by seed), `report_tables` and `plots`, `report` (report.md).
-The everyday names are re-exported here.
+The everyday names are re-exported here, each imported on first use (`gssm_jax.lazy`).
 """
 
-from gssm_jax.experiment1.calibration import calibrate_graph
-from gssm_jax.experiment1.launchers import (
-           RequeueingTask,
-           SlurmOptions,
-           Task,
-           make_executor,
-           run_local,
-           run_slurm,
-           slurm_parameters,
-)
-from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
-from gssm_jax.experiment1.sweep import run_experiment
+from gssm_jax import lazy
 
-__all__ = ["Cell", "RequeueingTask", "SlurmOptions", "SweepError", "Task", "calibrate_graph", "check_run_dir",
-           "is_finished", "make_executor", "plan", "run_config",
-           "run_experiment", "run_local", "run_slurm", "slurm_parameters"]
+_NAMES = {
+    "gssm_jax.experiment1.calibration": ("calibrate_graph",),
+    "gssm_jax.experiment1.launchers": ("RequeueingTask", "SlurmOptions", "Task", "make_executor", "run_local",
+                                       "run_slurm", "slurm_parameters"),
+    "gssm_jax.experiment1.plan": ("Cell", "SweepError", "check_run_dir", "plan", "run_config"),
+    "gssm_jax.experiment1.sweep": ("run_experiment",),
+}
+__getattr__, __dir__ = lazy.exports(__name__, _NAMES)
+__all__ = sorted(name for names in _NAMES.values() for name in names)

@@ -141,7 +141,7 @@ def compute_calibration(settings: dict[str, Any], log: Log = print, measurer: An
       clock: seconds (a fake one in tests); the measurer's own clock times its trials for the estimate.
 
     Returns:
-      the record of contract 6: `{"settings", "reference" (None for a given target), "target" (the mean over
+      the calibration record: `{"settings", "reference" (None for a given target), "target" (the mean over
       seeds of the reference's difficulty), "target_stderr", "unit", "trials", "seconds":
       {"estimated", "measured"}, "pairs": {"<seed>": {"small_alpha_x": {"alpha_X", "alpha_Z", "difficulty",
       "converged", "reason", "monotone", "largest_decrease", "evaluations": [[alpha, difficulty]...]},

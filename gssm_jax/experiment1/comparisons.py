@@ -160,7 +160,7 @@ class Comparison:
       group: the graph, measure, learner and model size.
       seeds: the paired seeds used; `unpaired` those on one side only; `unmatched` {seed: mismatch (None: not in
         the record)} of the pairs the calibration record marks unmatched (left out).
-      calibration: the calibration record of (graph, measure) (contract 6), None when there is none.
+      calibration: the calibration record of (graph, measure) (`calibration`), None when there is none.
       sides: `{side: SideSummary}` over the paired seeds.
       final: paired comparison of final excess loss, small alpha_X minus small alpha_Z.
       reach: rank comparison of tokens to reach `settings.reach_excess` (None: no paired run reached it).

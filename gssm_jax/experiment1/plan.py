@@ -72,11 +72,6 @@ def plan(config: ml_collections.ConfigDict) -> list[Cell]:
             for graph in sweep.graphs for side in sweep.sides for seed in sweep.seeds for model in sweep.models]
 
 
-def is_finished(run_dir: str) -> bool:
-    """A run is finished when its `result.json` exists (training writes it atomically at the end)."""
-    return os.path.exists(os.path.join(run_dir, run_directory.RESULT_FILE))
-
-
 def run_config(config: ml_collections.ConfigDict, cell: Cell, alphas: dict[str, float], workdir: str,
                learning_rate: float | None = None) -> ml_collections.ConfigDict:
     """The training config of one cell: `config`'s training fields with the cell's graph, seeds, model and peak

@@ -35,7 +35,7 @@ def _context(c: Comparison) -> str:
 
 
 def _baseline_curve(c: Comparison, side: str, floors: Mapping[FloorKey, dict]) -> tuple[list, list]:
-    """The n-gram baseline's mean excess at the training tokens of its curve (contract 7), over the paired seeds."""
+    """The n-gram baseline's mean excess at the training tokens of its curve (`floors`), over the paired seeds."""
     points: dict[float, list[float]] = {}
     for summary in c.sides[side].runs:
         record = floors.get(FloorKey(c.group.measure, c.group.graph, side, summary.run.seed)) or {}

@@ -167,7 +167,7 @@ def baseline_table(comparisons: Sequence[Comparison], floors: Mapping[FloorKey, 
 
 
 def matched_tokens_table(comparisons: Sequence[Comparison], floors: Mapping[FloorKey, dict]) -> str:
-    """The n-gram baseline's curve (contract 7) beside the learner's eval curve at the same training tokens."""
+    """The n-gram baseline's curve (`floors`) beside the learner's eval curve at the same training tokens."""
     lines = ["| graph | measure | learner | model | side | training tokens | n-gram baseline's excess | "
              "learner's excess (during training) |", "|---|---|---|---|---|---|---|---|"]
     for c, side, s, head in _side_rows(comparisons):
@@ -206,7 +206,7 @@ def memorisation_table(floors: Mapping[FloorKey, dict]) -> str:
 
 
 def calibration_table(record: dict) -> str:
-    """Target and each seed's pair: both sides' alphas and difficulty, the mismatch, whether matched (contract 6)."""
+    """Target and each seed's pair: both sides' alphas and difficulty, the mismatch, whether matched (`calibration`)."""
     settings, unit = record["settings"], record["unit"]
     tolerance = f", tolerance {settings['tolerance']:g}" if "tolerance" in settings else ""
     lines = [f"Target {difficulty_text(record['target'], unit)} ({settings['measure']}{tolerance}).", "",

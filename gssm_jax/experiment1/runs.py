@@ -1,15 +1,15 @@
 """What a sweep wrote, read for the report: finished runs, n-gram baselines, calibrations, learning-rate choices.
 
-No JAX, no training stack. The files and their contracts (PLAN.md):
+No JAX, no training stack. The files, each written by one module:
 
-* runs (contract 5): `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model entry>/`, read through `read_run`;
-  each run's group (`Group`: graph, matching measure, learner, model size) is its `<measure>/` folder (a run
-  shared by two measures is a link in the second one's folder) and its config's `experiment1.cell`
-  (`learner`, `size`), which the sweep writes;
-* baselines (contract 7): `<seed folder>/ngram.json`, one per (measure, graph, side, seed): the n-gram model,
+* runs: `WORKDIR/runs/<measure>/<graph>/<side>/seed<k>/<model entry>/`, read through
+  `gssm_jax.training.run_directory.read_run`; each run's group (`Group`: graph, matching measure, learner,
+  model size) is its `<measure>/` folder (a run shared by two measures is a link in the second one's folder)
+  and its config's `experiment1.cell` (`learner`, `size`), which the sweep writes;
+* baselines (`floors`): `<seed folder>/ngram.json`, one per (measure, graph, side, seed): the n-gram model,
   the unigram model, the memorisation fractions and the n-gram curve (`load_floors`);
-* calibrations (contract 6): `WORKDIR/calibration/<graph>.<measure>.json`, each seed's pair and its mismatch;
-* learning rates (contract 10): `WORKDIR/learning_rates.json`, the grid and the choice per
+* calibrations (`calibration`): `WORKDIR/calibration/<graph>.<measure>.json`, each seed's pair and its mismatch;
+* learning rates (`tuning`): `WORKDIR/learning_rates.json`, the grid and the choice per
   `<measure>/<graph>/<model entry>` (`load_learning_rates`).
 """
 
@@ -38,36 +38,6 @@ def _read_json(path: str):
         return json.load(file)
 
 
-class RunFiles(NamedTuple):
-    """A run directory's files: config dict, eval records, result (None: unfinished), per-position arrays or None."""
-
-    config: dict
-    evals: list[dict]
-    result: dict | None
-    per_position: dict[str, np.ndarray] | None
-
-
-def is_finished(path: str) -> bool:
-    """Whether the run in `path` has finished (its result is written). Stand-in for contract 5's
-    `run_directory.is_finished`: when that lands, this becomes `is_finished = run_directory.is_finished`."""
-    return os.path.exists(os.path.join(path, run_directory.RESULT_FILE))
-
-
-def read_run(path: str) -> RunFiles:
-    """The files of one run directory. Stand-in for contract 5's `run_directory.read_run`, with its signature:
-    when that lands, this function becomes `read_run = run_directory.read_run`."""
-    config_path, result_path = (os.path.join(path, name) for name in (run_directory.CONFIG_FILE,
-                                                                      run_directory.RESULT_FILE))
-    config = _read_json(config_path) if os.path.exists(config_path) else {}
-    per_position = None
-    if os.path.exists(os.path.join(path, run_directory.PER_POSITION_FILE)):
-        with np.load(os.path.join(path, run_directory.PER_POSITION_FILE)) as saved:
-            per_position = {name: saved[name] for name in saved.files}
-    evals = [record for record in run_directory.read_metrics(path) if EXCESS in record]  # the eval records
-    result = _read_json(result_path) if os.path.exists(result_path) else None
-    return RunFiles(config, evals, result, per_position)
-
-
 class Group(NamedTuple):
     """What two runs must share to be compared: graph family, matching measure, learner, model size."""
 
@@ -84,7 +54,7 @@ class Run:
     Attributes:
       group, side, seed, entry: where it sits in the sweep (`entry`: the model entry, its folder name).
       path: its run directory.
-      result: its `result.json` (`cooldowns`, contract 3, and `learning_rate`, contract 10, when recorded).
+      result: its `result.json` (`cooldowns` and `learning_rate`, `gssm_jax.training.run_directory`).
       tokens: float64 (evals,) training tokens seen at each eval record.
       excess: float64 (evals,) held-out excess loss at those evals, nats/token.
       per_position: the arrays of `per_position.npz` (`steps`, `model_loss`, `optimal_loss`), or None.
@@ -112,7 +82,7 @@ class Run:
 
     @property
     def cooldowns(self) -> list[dict]:
-        """`result.json["cooldowns"]` sorted by step (contract 3), [] for a run without cool-down branches."""
+        """`result.json["cooldowns"]` sorted by step, [] for a run without cool-down branches."""
         return sorted(self.result.get("cooldowns") or [], key=lambda record: record["step"])
 
 
@@ -131,10 +101,10 @@ def _run_dirs(workdir: str) -> list[str]:
 def load_run(workdir: str, path: str) -> Run | None:
     """The finished run in `path` (a directory of `_run_dirs(workdir)`), None while it is unfinished."""
     measure, graph, side, seed, entry = _parts(workdir, path)
-    if not is_finished(path):
+    if not run_directory.is_finished(path):
         return None
-    files = read_run(path)
-    cell = files.config.get("experiment1", {}).get("cell")
+    files = run_directory.read_run(path)
+    cell = (files.config or {}).get("experiment1", {}).get("cell")
     if not cell:
         raise UserError(f"{path}/{run_directory.CONFIG_FILE} has no experiment1.cell: not a run of the sweep; move it "
                         f"out of {os.path.join(workdir, 'runs')}")
@@ -153,7 +123,7 @@ def load_runs(workdir: str) -> list[Run]:
 
 def unfinished_runs(workdir: str) -> list[str]:
     """Run directories under `workdir/runs` without a result (interrupted or still training)."""
-    return [path for path in _run_dirs(workdir) if not is_finished(path)]
+    return [path for path in _run_dirs(workdir) if not run_directory.is_finished(path)]
 
 
 class FloorKey(NamedTuple):

@@ -34,8 +34,9 @@ from gssm_jax.experiment1 import ensembles, tuning
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor, read_floor
 from gssm_jax.experiment1.launchers import Log, RunOutcomes, SlurmOptions, Task, run_local, run_slurm
-from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, is_finished, plan, run_config
+from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, plan, run_config
 from gssm_jax.gssm.families import get_family
+from gssm_jax.training import run_directory
 
 Runs = dict[Cell, ml_collections.ConfigDict]
 
@@ -134,7 +135,7 @@ def _training_tasks(config: ml_collections.ConfigDict, runs: Runs, links: dict[C
     for cell, target in links.items():
         os.makedirs(target.run_dir(workdir), exist_ok=True)
         _link(cell.run_dir(workdir), target.run_dir(workdir))
-    waiting = [cell for cell in runs if cell not in links and not is_finished(runs[cell].workdir)]
+    waiting = [cell for cell in runs if cell not in links and not run_directory.is_finished(runs[cell].workdir)]
     for cell in waiting:
         check_run_dir(runs[cell])
     programs: dict[tuple, list[Cell]] = {}

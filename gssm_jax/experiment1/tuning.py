@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from gssm_jax import files
-from gssm_jax.experiment1.plan import Cell, is_finished
+from gssm_jax.experiment1.plan import Cell
 from gssm_jax.training import run_directory
 
 LEARNING_RATES_FILE = "learning_rates.json"
@@ -57,7 +57,7 @@ def tuning_cells(config: ml_collections.ConfigDict, cells: list[Cell]) -> list[C
 
 def _validation_loss(run_dir: str) -> float:
     """The finished run's final validation loss, +inf when it has none (failed, diverged, unfinished)."""
-    if not is_finished(run_dir):
+    if not run_directory.is_finished(run_dir):
         return math.inf
     value = run_directory.read_result(run_dir).get(VALIDATION)
     return float(value) if value is not None and math.isfinite(value) else math.inf

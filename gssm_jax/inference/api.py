@@ -177,6 +177,7 @@ def context_log_likelihood(graph: GraphSpec, kernels: Kernels, tokens, key: jax.
         raise UserError(f"num_draws is {num_draws}; use an even number >= 2 (the standard error and the bias "
                         "estimate compare draws)")
     tokens = _check_tokens(graph, tokens)
+    _check_kernels(graph, kernels, skip=_context_nodes(graph))
     tables = {name: conditional_table(graph, kernels, name)
               for name in _node_names(graph) if name not in _context_nodes(graph)}
     return _context_estimate(graph, tables, tokens, key, num_draws)
@@ -237,6 +238,7 @@ def _node_names(graph: GraphSpec) -> tuple[str, ...]:
 
 
 def _check_exact(graph: GraphSpec) -> None:
+    _check_graph(graph)
     if _context_nodes(graph):
         raise UserError(
             f"graph has context nodes {list(_context_nodes(graph))}, whose kernels the predictor does not know; "
@@ -245,6 +247,7 @@ def _check_exact(graph: GraphSpec) -> None:
 
 
 def _check_zeros(graph: GraphSpec, initial_state: str, burn_in: int) -> None:
+    _check_graph(graph)
     if burn_in_steps(initial_state, burn_in) and _context_nodes(graph):
         raise UserError(f"config.data.initial_state='stationary' has no exact likelihood for graphs with context nodes "
                         f"{list(_context_nodes(graph))} (their unknown kernels also shape the burn-in); use 'zeros'")
@@ -260,6 +263,7 @@ _burn_in_prior = jax.jit(factorised.burn_in_prior, static_argnames=("graph", "st
 
 
 def _check_tokens(graph: GraphSpec, tokens) -> jax.Array:
+    _check_graph(graph)
     if not isinstance(tokens, jax.Array):
         tokens = np.asarray(tokens)
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
@@ -277,7 +281,37 @@ def _check_tokens(graph: GraphSpec, tokens) -> jax.Array:
 
 
 def _tables(graph: GraphSpec, kernels: Kernels) -> dict[str, jax.Array]:
+    _check_kernels(graph, kernels)
     return {name: jnp.asarray(conditional_table(graph, kernels, name)) for name in _node_names(graph)}
+
+
+def _check_graph(graph: GraphSpec) -> None:
+    if not isinstance(graph, GraphSpec):
+        raise UserError(f"graph must be a GraphSpec (gj.GraphSpec.from_config(graph_config)), got a "
+                        f"{type(graph).__name__}")
+
+
+def _check_kernels(graph: GraphSpec, kernels: Kernels, skip: tuple[str, ...] = ()) -> None:
+    """One line when `kernels` were not sampled for `graph` (other nodes, or tables of other shapes)."""
+    fix = "pass the kernels sampled for this graph (gj.sample_kernels(key, graph))"
+    if not hasattr(kernels, "keys"):
+        raise UserError(f"kernels must be a dict {{node name: kernel}}, got a {type(kernels).__name__}; {fix}")
+    names = set(_node_names(graph)) - set(skip)
+    missing, unknown = sorted(names - set(kernels)), sorted(set(kernels) - set(_node_names(graph)))
+    if missing or unknown:
+        found = [*([f"no kernel for this graph's nodes {', '.join(missing)}"] if missing else []),
+                 *([f"kernels of nodes {', '.join(unknown)} that this graph lacks"] if unknown else [])]
+        raise UserError(f"kernels are for another graph ({' and '.join(found)}); {fix}")
+    for name in sorted(names):
+        node = graph.node(name)
+        if node.kernel == "fullrank":
+            expected, shape = graph.kernel_shape(name), np.shape(kernels[name])
+        else:
+            expected = tuple((size, node.states) for size in graph.input_sizes(name))
+            shape = tuple(np.shape(table) for table in kernels[name])
+        if tuple(shape) != tuple(expected):
+            raise UserError(f"kernels[{name!r}] has shape {tuple(shape)} but node {name!r} of this graph needs "
+                            f"{tuple(expected)}: the kernels are for another graph; {fix}")
 
 
 # ---- the forward pass: sequences over devices (or cores), then chunks ----------------------------------

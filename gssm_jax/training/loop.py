@@ -11,6 +11,7 @@ compared with the one its run was trained with (`gssm_jax.training.resume`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from gssm_jax import compilation_cache
+from gssm_jax import compilation_cache, locks
 from gssm_jax.errors import shortened
 from gssm_jax.training import members, memory, resume, run_directory
 from gssm_jax.training.checkpoints import MemberCheckpoints
@@ -130,8 +131,19 @@ def _finished(run: Run) -> dict | None:
 
 
 def train(runs: Sequence[Run]) -> list[dict]:
-    """Trains resolved runs as one ensemble (module docstring); each one's result.json dict, in order."""
+    """Trains resolved runs as one ensemble (module docstring); each one's result.json dict, in order.
+
+    Each run directory's lock (`gssm_jax.locks`) is held throughout: a second process training the same run
+    is refused in one line naming this one.
+    """
     check_members(runs)
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            held.enter_context(locks.hold(run.workdir))
+        return _train_or_read(runs)
+
+
+def _train_or_read(runs: Sequence[Run]) -> list[dict]:
     for run in runs:
         changes = resume.check_resume(run)
         if changes:

@@ -64,7 +64,7 @@ def test_readme_parameter_table_is_the_matched_widths():
         target = registry.parameter_count("transformer", row["vocab_size"],
                                           {**config.model, **experiment1.MODELS["tiny"]["tiny"]})
         assert abs(row["parameters"] / target - 1) <= registry.PARAMETER_TOLERANCE, row
-    with open(os.path.join(REPO, "README.md")) as file:
+    with open(os.path.join(REPO, "docs", "experiment1.md")) as file:
         readme = file.read()
     table = learners.parameter_markdown(experiment1.MODELS, KINDS, config.model)
     assert table in readme, f"regenerate the README's table of parameters per learner:\n{table}"

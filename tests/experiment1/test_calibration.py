@@ -1,4 +1,4 @@
-"""The config-driven calibration (`gssm_jax.experiment1.calibration`): the record of contract 6, the time
+"""The config-driven calibration (`gssm_jax.experiment1.calibration`): the per-seed record, the time
 estimate on a fake clock, the report (`calibration_report`) and `gssm-calibrate` end to end.
 
 Synthetic difficulty curves stand in for the measures where only the bookkeeping is tested, so these tests

@@ -98,7 +98,7 @@ def write_run(path: str, graph: str, final: float, seed: int, measure: str = "en
 
 
 def calibration_record(graph: str, seeds, unmatched: dict | None = None, measure: str = "entropy") -> dict:
-    """A calibration record (contract 6) in nats/token; `unmatched`: {seed: mismatch} of pairs not matched."""
+    """A calibration record in nats/token; `unmatched`: {seed: mismatch} of pairs not matched."""
     unmatched = unmatched or {}
     pairs = {str(seed): {X: {"alpha_X": 1e-3, "alpha_Z": 0.125, "difficulty": 2.0},
                          Z: {"alpha_X": 0.0567, "alpha_Z": 1e-3, "difficulty": 2.0 - unmatched.get(seed, 0.004)},
