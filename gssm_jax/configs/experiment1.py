@@ -79,7 +79,7 @@ TOLERANCE = {"entropy": 0.007, "gzip": 0.003}
 TINY_TOLERANCE = {"entropy": 0.07, "gzip": 0.05}
 # Evaluations per training run (train.eval_every = ceil(num_steps / evals)): the learning curve's points; a smoke
 # run needs only a few.
-EVALS_PER_RUN = {"tiny": 4}
+EVALS_PER_RUN = {"tiny": 4, "gpu": 25}
 DEFAULT_EVALS_PER_RUN = 20
 
 # The transformer of each model size, per experiment size (name -> width, depth, heads); every other learner
@@ -132,7 +132,7 @@ BUDGETS = {
                      tuning_seeds=1, warmup_steps=60, checkpoint_every=600, eval_sequences=64,
                      validation_sequences=64, calibration_batch=16),
     "gpu": Budget(seeds=8, length=2048, batch_size=64, num_steps=500, learning_rates=(1e-3, 2e-3, 4e-3),
-                  tuning_seeds=1, warmup_steps=50, checkpoint_every=250, eval_sequences=128,
+                  tuning_seeds=1, warmup_steps=50, checkpoint_every=100, eval_sequences=128,
                   validation_sequences=64, calibration_batch=256),
     "paper": Budget(seeds=8, length=0, batch_size=64, num_steps=2000, learning_rates=(5e-4, 1e-3, 2e-3),
                     tuning_seeds=1, warmup_steps=200, checkpoint_every=500, eval_sequences=256,
@@ -195,6 +195,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the compiled memory; CPU: one, where XLA's batched matmuls lose to separate runs), "off" (one run each) or
     # a largest number of runs per program, e.g. "8". Slurm launches one job per program.
     config.experiment1.ensemble = "auto"
+    if size == "gpu":
+        # One H100/H200 holds an ensemble of the 16 runs of a graph (compiled on a GPU with cuDNN attention, about
+        # 3 GiB per member; XLA's CPU compile of the same program, blockwise attention, says 10 GiB).
+        config.train.memory_budget_gib = 60.0
     # Local processes training at once: "auto" (CPU: one per 2 cores... measured in benchmarks/RESULTS.md;
     # accelerators: 1, the device is shared by one process) or a number, e.g. "2".
     config.experiment1.workers = "auto"
