@@ -103,6 +103,9 @@ class Budget(NamedTuple):
     tuning_seeds: how many of the seeds (the first ones) the grid is tried on.
     checkpoint_every: steps between checkpoints (a run shorter than a minute needs only its last one).
     calibration_batch: sequences per seed of the calibration (composable-llm measured gzip on 1024 x T).
+    ensemble: `config.experiment1.ensemble`; a smoke run trains each graph's runs as one program, since compiling
+      dominates it (on 2 CPU cores, size=tiny from a cold compilation cache: 80 s one run per program, 60 s one
+      program per graph).
     """
 
     seeds: int
@@ -116,6 +119,7 @@ class Budget(NamedTuple):
     eval_sequences: int
     validation_sequences: int
     calibration_batch: int
+    ensemble: str = "auto"
 
 
 # cpu: 2 CPU cores in ~15 min (make run); medium: ~50 min; gpu: one H200 in <= 8 min, sized from the targeted
@@ -124,7 +128,7 @@ class Budget(NamedTuple):
 BUDGETS = {
     "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rates=(3e-3,), tuning_seeds=0,
                    warmup_steps=2, checkpoint_every=20, eval_sequences=8, validation_sequences=8,
-                   calibration_batch=4),
+                   calibration_batch=4, ensemble="8"),
     "cpu": Budget(seeds=8, length=64, batch_size=8, num_steps=1200, learning_rates=(2.5e-3, 5e-3, 1e-2),
                   tuning_seeds=1, warmup_steps=60, checkpoint_every=1200, eval_sequences=64,
                   validation_sequences=64, calibration_batch=32),
@@ -194,7 +198,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # every side, seed and learning rate): "auto" (accelerators: as many as fit config.train.memory_budget_gib by
     # the compiled memory; CPU: one, where XLA's batched matmuls lose to separate runs), "off" (one run each) or
     # a largest number of runs per program, e.g. "8". Slurm launches one job per program.
-    config.experiment1.ensemble = "auto"
+    config.experiment1.ensemble = budget.ensemble
     if size == "gpu":
         # One H100/H200 holds an ensemble of the 16 runs of a graph (compiled on a GPU with cuDNN attention, about
         # 3 GiB per member; XLA's CPU compile of the same program, blockwise attention, says 10 GiB).

@@ -10,11 +10,12 @@ ensemble) returns `{run name: result or exception}`, and the progress log gives 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from gssm_jax.errors import UserError
@@ -67,29 +68,40 @@ def _call(task: Task) -> Any:
         return error
 
 
-def run_local(tasks: Sequence[Task], log: Log = print, workers: int = 1) -> dict[str, Any]:
-    """Runs `tasks` here, one after another (`workers` 1) or `workers` at a time in spawned worker processes.
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[concurrent.futures.Executor | None]:
+    """`workers` spawned worker processes (a forked JAX runtime is unsafe) for `run_local`, kept for every stage of
+    a sweep so that each process imports the library and compiles a program once; None for `workers` <= 1."""
+    if workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield pool
+
+
+def run_local(tasks: Sequence[Task], log: Log = print, pool: concurrent.futures.Executor | None = None
+              ) -> dict[str, Any]:
+    """Runs `tasks` here, one after another, or in the worker processes of `pool` (`worker_pool`).
 
     Returns:
       `{name: result or the exception it raised}`, in the order the tasks finished.
     """
     outcomes: dict[str, Any] = {}
     start = time.time()
-    if workers <= 1 or len(tasks) <= 1:
+    if pool is None or len(tasks) <= 1:
         for index, task in enumerate(tasks):
             outcomes[task.name] = _call(task)
             _progress(log, index + 1, len(tasks), task.name, start, outcomes[task.name])
         return outcomes
-    context = multiprocessing.get_context("spawn")  # a forked JAX runtime is unsafe
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-        futures = {pool.submit(_call, task): task.name for task in tasks}
-        for index, future in enumerate(concurrent.futures.as_completed(futures)):
-            name = futures[future]
-            try:
-                outcomes[name] = future.result()
-            except Exception as error:  # noqa: BLE001 (a worker that died: its task failed, the others go on)
-                outcomes[name] = error
-            _progress(log, index + 1, len(tasks), name, start, outcomes[name])
+    futures = {pool.submit(_call, task): task.name for task in tasks}
+    for index, future in enumerate(concurrent.futures.as_completed(futures)):
+        name = futures[future]
+        try:
+            outcomes[name] = future.result()
+        except Exception as error:  # noqa: BLE001 (a worker that died: its task failed, the others go on)
+            outcomes[name] = error
+        _progress(log, index + 1, len(tasks), name, start, outcomes[name])
     return outcomes
 
 

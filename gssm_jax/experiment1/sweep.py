@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -33,7 +34,7 @@ from gssm_jax.errors import check_names
 from gssm_jax.experiment1 import ensembles, tuning
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor, read_floor
-from gssm_jax.experiment1.launchers import Log, RunOutcomes, SlurmOptions, Task, run_local, run_slurm
+from gssm_jax.experiment1.launchers import Log, RunOutcomes, SlurmOptions, Task, run_local, run_slurm, worker_pool
 from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, plan, run_config
 from gssm_jax.gssm.families import get_family
 from gssm_jax.training import run_directory
@@ -209,19 +210,24 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
       UserError: a config field the sweep cannot run with (`check_experiment`), before anything runs.
       SweepError: a run directory holds a run with other settings, or a calibration failed.
     """
-    workers = ensembles.workers(config) if slurm is None else 1
-
-    def launch(tasks: list[Task], stage: str) -> dict[str, Any]:
-        if slurm is not None:
-            outcomes = run_slurm(tasks, os.path.join(workdir, "slurm", stage), slurm, log)
-        else:
-            outcomes = run_local(tasks, log, workers)
-        flat = {}
-        for name, outcome in outcomes.items():
-            flat.update(outcome if isinstance(outcome, RunOutcomes) else {name: outcome})
-        return flat
-
     check_experiment(config, workdir)
+    with worker_pool(ensembles.workers(config) if slurm is None else 1) as pool:
+        def launch(tasks: list[Task], stage: str) -> dict[str, Any]:
+            if slurm is not None:
+                outcomes = run_slurm(tasks, os.path.join(workdir, "slurm", stage), slurm, log)
+            else:
+                outcomes = run_local(tasks, log, pool)
+            flat = {}
+            for name, outcome in outcomes.items():
+                flat.update(outcome if isinstance(outcome, RunOutcomes) else {name: outcome})
+            return flat
+
+        return _stages(config, workdir, launch, log)
+
+
+def _stages(config: ml_collections.ConfigDict, workdir: str, launch: Callable[[list[Task], str], dict[str, Any]],
+            log: Log) -> dict[str, Any]:
+    """The stages of the module docstring, each task list handed to `launch(tasks, stage name)`."""
     graphs, measures = list(config.experiment1.graphs), tuple(config.calibration.measures)
     missing = {graph: tuple(measure for measure in measures if cached_record(config, graph, measure, workdir) is None)
                for graph in graphs}

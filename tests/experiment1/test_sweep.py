@@ -15,7 +15,7 @@ import gssm_jax.experiment1 as exp1
 from gssm_jax.configs import experiment1
 from gssm_jax.errors import UserError
 from gssm_jax.experiment1 import calibration, ensembles, floors, sweep
-from gssm_jax.experiment1.launchers import RunOutcomes, Task, run_local
+from gssm_jax.experiment1.launchers import RunOutcomes, Task, run_local, worker_pool
 from gssm_jax.gssm.graph import GraphSpec
 
 
@@ -277,7 +277,9 @@ def test_bad_ensemble_or_workers_is_one_line(field, value):
 
 def test_worker_processes_give_the_same_outcomes():
     tasks = [Task(f"t{index}", max, (index, 2)) for index in range(4)]
-    assert run_local(tasks, lambda line: None, workers=2) == {f"t{index}": max(index, 2) for index in range(4)}
+    with worker_pool(2) as pool:
+        assert run_local(tasks, lambda line: None, pool) == {f"t{index}": max(index, 2) for index in range(4)}
+        assert run_local(tasks[:2], lambda line: None, pool) == {"t0": 2, "t1": 2}  # the pool serves every stage
 
 
 def test_slurm_parameters_from_the_flags():
