@@ -48,3 +48,17 @@ def test_unknown_name_is_an_attribute_error_naming_it():
         assert "no_such_thing" in str(error)
     else:
         raise AssertionError("expected an AttributeError")
+
+
+def test_a_name_re_exported_as_its_module_is_not_also_defined_in_it():
+    # `gssm_jax.lazy` gives the module for a name equal to its module's last component, and importing a
+    # submodule binds that name on the package anyway: a function of the same name inside it would be
+    # unreachable through the package.
+    import pkgutil
+
+    for info in pkgutil.iter_modules(gj.__path__, "gssm_jax."):
+        names = getattr(importlib.import_module(info.name), "_NAMES", {})
+        for module_name, listed in names.items():
+            last = module_name.rpartition(".")[2]
+            if last in listed:
+                assert not hasattr(importlib.import_module(module_name), last), f"{module_name}.{last}"

@@ -17,7 +17,7 @@ _NAMES = {
                                      "compressed_bits_per_token", "compression_measures", "gzip_bytes_per_token",
                                      "packed_bytes", "parallel_map", "unit"),
     "gssm_jax.difficulty.pipeline": ("CalibratedPairs", "SeedPair", "calibrate", "calibrate_pair", "curve"),
-    "gssm_jax.difficulty.search": ("Calibration", "Evaluation", "find_alpha", "lockstep", "search"),
+    "gssm_jax.difficulty.search": ("Calibration", "Evaluation", "find_alpha", "lockstep", "seed_search"),
 }
 __getattr__, __dir__ = lazy.exports(__name__, _NAMES)
 __all__ = sorted(name for names in _NAMES.values() for name in names)

@@ -19,7 +19,7 @@ from typing import Any
 
 from gssm_jax.difficulty.measurer import ALPHA_NAMES, Difficulty, Measurer
 from gssm_jax.difficulty.measures import MEASURES, check_measure
-from gssm_jax.difficulty.search import DEFAULT_BOUNDS, Calibration, Evaluation, lockstep, search
+from gssm_jax.difficulty.search import DEFAULT_BOUNDS, Calibration, Evaluation, lockstep, seed_search
 from gssm_jax.difficulty.sides import SIDES, SMALL_ALPHA, get_side
 from gssm_jax.errors import UserError
 
@@ -40,7 +40,7 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
       target: difficulty to match, in the measure's unit (`MEASURES`).
       measure: one of `MEASURES` ("entropy": nats/token, "gzip": composable-llm's bytes/token, ...).
       tolerance: stopping tolerance on |difficulty - target| for each seed, in the measure's unit.
-      bounds, grid_points: see `gssm_jax.difficulty.search.search`.
+      bounds, grid_points: see `gssm_jax.difficulty.search.seed_search`.
       known: `{seed: points of that seed's curve measured before}` (values of the free alpha).
       log: one line per trial.
 
@@ -52,7 +52,7 @@ def calibrate(measurer: Measurer, *, fixed: Mapping[str, float], free: str, targ
         raise UserError(f"free must be one of {ALPHA_NAMES} and fixed must give exactly the other one; "
                         f"got free={free!r}, fixed={dict(fixed)}")
     known = known or {}
-    searches = {seed: search(target, tolerance=tolerance, bounds=bounds, grid_points=grid_points, name=free,
+    searches = {seed: seed_search(target, tolerance=tolerance, bounds=bounds, grid_points=grid_points, name=free,
                              known=known.get(seed, ())) for seed in measurer.seeds}
     trial = iter(range(1, 1 << 30))
 

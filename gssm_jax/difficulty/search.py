@@ -1,6 +1,6 @@
 """The search for the alpha at which an increasing objective reaches a target, one search per graph seed.
 
-`search` is one seed's root finder, written as a generator: it yields the alpha it wants measured next
+`seed_search` is one seed's root finder, written as a generator: it yields the alpha it wants measured next
 and receives the objective's value there, so that `lockstep` can run the searches of every seed side by
 side, each trial measuring every seed still searching at its own alpha (the cost of one trial stays one
 batch per seed; the number of trials is the largest number any one seed needs, not their sum).
@@ -76,7 +76,7 @@ def grid(bounds: tuple[float, float], grid_points: int) -> list[float]:
     return [float(alpha) for alpha in np.geomspace(bounds[0], bounds[1], grid_points)]
 
 
-def search(target: float, *, tolerance: float, bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6,
+def seed_search(target: float, *, tolerance: float, bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6,
            max_iterations: int = 30, log_alpha_tolerance: float = 1e-3, name: str = "alpha",
            known: Sequence[Evaluation] = ()) -> Search:
     """One seed's search, as a generator: `alpha = next(s)`, then `alpha = s.send(value)` until StopIteration,
@@ -201,8 +201,8 @@ def lockstep(searches: Mapping[Hashable, Search],
 def find_alpha(objective: Callable[[float], float], target: float, *, tolerance: float,
                bounds: tuple[float, float] = DEFAULT_BOUNDS, grid_points: int = 6, max_iterations: int = 30,
                log_alpha_tolerance: float = 1e-3, name: str = "alpha", known: Sequence[Evaluation] = ()) -> Calibration:
-    """One search (see `search` for the arguments) against `objective`: alpha -> value, expected to increase
+    """One search (see `seed_search` for the arguments) against `objective`: alpha -> value, expected to increase
     with alpha (checked, not assumed)."""
-    one = search(target, tolerance=tolerance, bounds=bounds, grid_points=grid_points, max_iterations=max_iterations,
-                 log_alpha_tolerance=log_alpha_tolerance, name=name, known=known)
+    one = seed_search(target, tolerance=tolerance, bounds=bounds, grid_points=grid_points,
+                      max_iterations=max_iterations, log_alpha_tolerance=log_alpha_tolerance, name=name, known=known)
     return lockstep({name: one}, lambda alphas: {key: objective(alpha) for key, alpha in alphas.items()})[name]

@@ -17,7 +17,7 @@ _NAMES = {
     "gssm_jax.experiment1.calibration": ("calibrate_graph",),
     "gssm_jax.experiment1.launchers": ("RequeueingTask", "SlurmOptions", "Task", "make_executor", "run_local",
                                        "run_slurm", "slurm_parameters"),
-    "gssm_jax.experiment1.plan": ("Cell", "SweepError", "check_run_dir", "plan", "run_config"),
+    "gssm_jax.experiment1.plan": ("Cell", "SweepError", "check_run_dir", "plan_cells", "run_config"),
     "gssm_jax.experiment1.sweep": ("run_experiment",),
 }
 __getattr__, __dir__ = lazy.exports(__name__, _NAMES)

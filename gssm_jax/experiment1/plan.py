@@ -65,7 +65,7 @@ class Cell:
         return dataclasses.replace(self, learning_rate=None)
 
 
-def plan(config: ml_collections.ConfigDict) -> list[Cell]:
+def plan_cells(config: ml_collections.ConfigDict) -> list[Cell]:
     """Every cell of the config, measure- then graph-major (measures x graphs x sides x seeds x models)."""
     sweep = config.experiment1
     return [Cell(measure, graph, side, int(seed), model) for measure in config.calibration.measures

@@ -35,7 +35,7 @@ from gssm_jax.experiment1 import ensembles, tuning
 from gssm_jax.experiment1.calibration import cached_record, calibrate_graph, calibration_length, check_calibration
 from gssm_jax.experiment1.floors import floor_path, ngram_floor, read_floor
 from gssm_jax.experiment1.launchers import Log, RunOutcomes, SlurmOptions, Task, run_local, run_slurm, worker_pool
-from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, plan, run_config
+from gssm_jax.experiment1.plan import Cell, SweepError, check_run_dir, plan_cells, run_config
 from gssm_jax.gssm.families import get_family
 from gssm_jax.training import run_directory
 
@@ -243,7 +243,7 @@ def _stages(config: ml_collections.ConfigDict, workdir: str, launch: Callable[[l
                for graph in graphs for measure in measures}
 
     cells, alphas = [], {}
-    for cell in plan(config):
+    for cell in plan_cells(config):
         alphas[cell] = _alphas(records, cell)
         if alphas[cell] is None:
             log(f"{cell.name}: left out, the calibration could not match seed {cell.seed}'s pair")

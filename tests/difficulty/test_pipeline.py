@@ -121,7 +121,7 @@ def test_lockstep_trial_count_is_the_slowest_seeds():
         trials.append(len(alphas))
         return {key: math.atan(math.log(alpha) + offsets[key]) for key, alpha in alphas.items()}
 
-    searches = {key: difficulty.search(0.3, tolerance=1e-4) for key in range(len(offsets))}
+    searches = {key: difficulty.seed_search(0.3, tolerance=1e-4) for key in range(len(offsets))}
     results = difficulty.lockstep(searches, evaluate)
     assert len(set(alone)) > 1  # the seeds need different numbers of trials
     assert len(trials) == max(alone) and sum(trials) == sum(alone)

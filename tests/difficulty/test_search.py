@@ -78,7 +78,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="bounds"):
         difficulty.find_alpha(lambda a: a, 1, tolerance=0.1, bounds=(1.0, 0.1))
     with pytest.raises(ValueError, match="grid_points >= 2"):
-        difficulty.search(1, tolerance=0.1, grid_points=1)  # at the call, before any trial
+        difficulty.seed_search(1, tolerance=0.1, grid_points=1)  # at the call, before any trial
     measurer = difficulty.Measurer(TINY_GRAPH, seeds=(0,), batch_size=BATCH_SIZE, length=LENGTH)
     with pytest.raises(ValueError, match="valid measures"):
         difficulty.calibrate(measurer, fixed={"alpha_X": 1e-3}, free="alpha_Z", target=1, measure="zip",

@@ -131,7 +131,7 @@ def test_the_estimate_of_a_second_measure_uses_the_shared_measurers_timing():
 
 def test_the_estimate_probes_the_searchs_own_grid():
     # The probes are measured once: the search finds them in the measurer's memory.
-    search = difficulty.search(1.0, tolerance=0.1, bounds=(1e-4, 10.0), grid_points=6)
+    search = difficulty.seed_search(1.0, tolerance=0.1, bounds=(1e-4, 10.0), grid_points=6)
     asked = [next(search)] + [search.send(0.0) for _ in range(5)]
     assert asked == grid((1e-4, 10.0), 6) and asked[0] == 1e-4 and asked[-1] == 10.0
 

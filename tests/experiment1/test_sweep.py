@@ -106,7 +106,7 @@ def runs_of(outcomes):
 
 
 def test_plan_covers_graphs_sides_seeds_and_models():
-    cells = exp1.plan(small_config())
+    cells = exp1.plan_cells(small_config())
     assert len(cells) == 2 * 2 * 2 * 2
     assert cells[0] == exp1.Cell("entropy", "four_by_four", "small_alpha_x", 0, "a")
     assert cells[-1].run_dir("/w") == "/w/runs/entropy/chain/small_alpha_z/seed1/b"
