@@ -34,6 +34,7 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.train_step
 	$(BIN)/python -m benchmarks.learners
 	$(BIN)/python -m benchmarks.accelerator
+	$(BIN)/python -m benchmarks.sweep
 	$(BIN)/python -m benchmarks.data
 	$(BIN)/python -m benchmarks.calibration
 

@@ -18,7 +18,8 @@ Rows, all measured in this run:
   per-member tokens/s, and the program's compiled memory per device (temporaries + arguments + outputs,
   `gssm_jax.training.memory.ensemble_memory`).
 * W workers (CPU, W = config.experiment1.workers, "auto" = 2): W solo runs at once in W spawned processes,
-  what the sweep does on a CPU; aggregate tokens/s = all tokens / the span from the first start to the last end.
+  what the sweep does on a CPU (in its environment, `gssm_jax.experiment1.launchers.worker_environment`);
+  aggregate tokens/s = all tokens / the span from the first start to the last end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 import jax
 
 from benchmarks import measure, programs
-from gssm_jax.experiment1 import ensembles, tuning
+from gssm_jax.experiment1 import ensembles, launchers, tuning
 
 SIZES = (1, 2, 4, 8, 16)
 
@@ -73,8 +74,9 @@ def time_workers(config, workers: int, calls: int, repeats: int) -> dict:
     configs = programs.member_configs(config, workers)
     processes = [context.Process(target=_worker, args=(configs[k], calls, repeats, barrier, results))
                  for k in range(workers)]
-    for process in processes:
-        process.start()
+    with launchers.worker_environment():  # the sweep's worker processes start with it
+        for process in processes:
+            process.start()
     outcomes = [results.get(timeout=1800) for _ in processes]
     for process in processes:
         process.join()

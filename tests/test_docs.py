@@ -163,6 +163,7 @@ CHEAP = {
     "python -m benchmarks.train_step --hugepages --devices=2":
         "python -m benchmarks.train_step --hugepages --devices=2 --shapes=s256_e64 --steps=1 --kinds=mingru",
     "python -m benchmarks.accelerator": "python -m benchmarks.accelerator --quick",
+    "python -m benchmarks.sweep": skip("its small form runs in tests/test_docs_benchmarks.py (worker processes)"),
     "python -m benchmarks.forward": skip("minutes even with --quick (the 8x4 reference pass); run by make benchmarks"),
 }
 
@@ -254,6 +255,10 @@ def _program(words: list[str], scripts: dict[str, str]) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
+# absl's record prefix, e.g. "I1205 00:11:33.619703 139981993937792 launchers.py:60] "
+ABSL_PREFIX = re.compile(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
 def _is_benchmark(command: str) -> bool:
     return command.startswith("python -m benchmarks.")
 
@@ -277,6 +282,8 @@ def run_cheap_forms(tmp_path, benchmarks: bool) -> None:
                                    text=True, timeout=600)
         assert completed.returncode == 0, (f"{cheap!r} (for the documented {documented!r}) failed:\n"
                                            f"{completed.stderr[-3000:]}")
+        prefixed = [line for line in completed.stderr.splitlines() if ABSL_PREFIX.match(line)]
+        assert not prefixed, f"{cheap!r}: log lines carry absl's prefix below --verbosity=1: {prefixed[:3]}"
         print(f"{time.perf_counter() - start:5.1f} s  {cheap}")  # shown with pytest -s
 
 

@@ -232,6 +232,19 @@ class _DropLibraryInfo(logging.Filter):
         return record.levelno >= logging.WARNING or not library
 
 
+class _PlainFormatter(logging.Formatter):
+    """A log record as its message alone (warnings and errors prefixed by their level), without absl's prefix
+    of date, thread and source line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
 def quiet_library_logs() -> None:
-    """Keeps the progress log readable: orbax's and JAX's INFO chatter is filtered out of absl's handler."""
-    absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())
+    """Keeps the progress log readable: orbax's and JAX's INFO chatter is filtered out of absl's handler, and
+    below `--verbosity=1` each line is its message alone."""
+    handler = absl_logging.get_absl_handler()
+    handler.addFilter(_DropLibraryInfo())
+    if flags.FLAGS.verbosity < 1:
+        handler.setFormatter(_PlainFormatter())

@@ -122,19 +122,20 @@ class Budget(NamedTuple):
     ensemble: str = "auto"
 
 
-# cpu: 2 CPU cores in ~15 min (make run); medium: ~50 min; gpu: one H200 in <= 8 min, sized from the targeted
-# 12 M tokens/s aggregate of the ensemble step (issue 20) rather than a measurement: 500 steps x 64 x 2048 =
+# cpu: 2 CPU cores in ~15 min (make run; its learning-rate grid spans 16x: with 2.5e-3, 5e-3 and 1e-2, chain
+# chose the smallest and eight_by_four the largest); medium: ~50 min; gpu: one H200 in <= 8 min, sized from the
+# targeted 12 M tokens/s aggregate of the ensemble step (issue 20) rather than a measurement: 500 steps x 64 x 2048 =
 # 6.6e7 tokens per run, 48 runs plus 12 tuning runs; paper: composable-llm's lengths, on GPUs or a cluster.
 BUDGETS = {
     "tiny": Budget(seeds=2, length=32, batch_size=8, num_steps=20, learning_rates=(3e-3,), tuning_seeds=0,
                    warmup_steps=2, checkpoint_every=20, eval_sequences=8, validation_sequences=8,
                    calibration_batch=4, ensemble="8"),
-    "cpu": Budget(seeds=8, length=64, batch_size=8, num_steps=1200, learning_rates=(2.5e-3, 5e-3, 1e-2),
-                  tuning_seeds=1, warmup_steps=60, checkpoint_every=1200, eval_sequences=64,
-                  validation_sequences=64, calibration_batch=32),
-    "medium": Budget(seeds=8, length=256, batch_size=8, num_steps=1200, learning_rates=(2.5e-3, 5e-3, 1e-2),
-                     tuning_seeds=1, warmup_steps=60, checkpoint_every=600, eval_sequences=64,
-                     validation_sequences=64, calibration_batch=16),
+    "cpu": Budget(seeds=8, length=64, batch_size=8, num_steps=1200,
+                  learning_rates=(1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2), tuning_seeds=1, warmup_steps=60,
+                  checkpoint_every=1200, eval_sequences=64, validation_sequences=64, calibration_batch=32),
+    "medium": Budget(seeds=8, length=256, batch_size=8, num_steps=1200,
+                     learning_rates=(1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2), tuning_seeds=1, warmup_steps=60,
+                     checkpoint_every=600, eval_sequences=64, validation_sequences=64, calibration_batch=16),
     "gpu": Budget(seeds=8, length=2048, batch_size=64, num_steps=500, learning_rates=(1e-3, 2e-3, 4e-3),
                   tuning_seeds=1, warmup_steps=50, checkpoint_every=100, eval_sequences=128,
                   validation_sequences=64, calibration_batch=256),
@@ -203,8 +204,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # One H100/H200 holds an ensemble of the 16 runs of a graph (compiled on a GPU with cuDNN attention, about
         # 3 GiB per member; XLA's CPU compile of the same program, blockwise attention, says 10 GiB).
         config.train.memory_budget_gib = 60.0
-    # Local processes training at once: "auto" (CPU: one per 2 cores... measured in benchmarks/RESULTS.md;
-    # accelerators: 1, the device is shared by one process) or a number, e.g. "2".
+    # Local processes training at once: "auto" (CPU: 2, which trained 1.25x the tokens/s of one process on 2 cores,
+    # benchmarks/RESULTS.md "Sweep"; accelerators: 1, the device is shared by one process) or a number, e.g. "4".
     config.experiment1.workers = "auto"
     # Learners: entry name (run folder) -> {kind, size, width, depth, heads, transformer_width}; width None is
     # the width whose parameter count is nearest the transformer of that size (gssm_jax.experiment1.learners,

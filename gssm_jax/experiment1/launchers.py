@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,6 +23,11 @@ from gssm_jax.errors import UserError
 from gssm_jax.experiment1.plan import SweepError
 
 Log = Callable[[str], None]
+# glibc reads its tunables once, when a process starts, so only processes the sweep starts can get them: malloc
+# backed by transparent huge pages spares XLA:CPU's per-step temporaries a page fault per 4 KiB (docs/speed.md).
+# Measured at size=cpu on 2 cores: the same sweep 4% faster (benchmarks/RESULTS.md, "Sweep"), identical numbers.
+# Other C libraries ignore the variable; a value the user set is kept.
+TUNABLES, HUGE_PAGES = "GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +61,11 @@ def describe(outcome: Any) -> str:
 def _progress(log: Log, index: int, total: int, name: str, start: float, outcome: Any) -> None:
     elapsed = time.time() - start
     remaining = elapsed / index * (total - index) if index else math.nan
-    for run, result in (outcome if isinstance(outcome, RunOutcomes) else {name: outcome}).items():
-        log(f"[{index}/{total}] {run}: {describe(result)}")
-    log(f"[{index}/{total}] elapsed {elapsed:.0f} s, about {remaining:.0f} s left")
+    lines = [f"{run}: {describe(result)}"
+             for run, result in (outcome if isinstance(outcome, RunOutcomes) else {name: outcome}).items()]
+    lines[-1] += f" (elapsed {elapsed:.0f} s, about {remaining:.0f} s left)"
+    for line in lines:
+        log(f"[{index}/{total}] {line}")
 
 
 def _call(task: Task) -> Any:
@@ -76,8 +84,22 @@ def worker_pool(workers: int) -> Iterator[concurrent.futures.Executor | None]:
         yield None
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # The pool starts its processes on demand, so the environment they inherit is kept for the pool's lifetime.
+    with worker_environment(), concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield pool
+
+
+@contextlib.contextmanager
+def worker_environment() -> Iterator[None]:
+    """`os.environ` as the worker processes started inside the block inherit it (`HUGE_PAGES`), restored on exit."""
+    if TUNABLES in os.environ:
+        yield
+        return
+    os.environ[TUNABLES] = HUGE_PAGES
+    try:
+        yield
+    finally:
+        del os.environ[TUNABLES]
 
 
 def run_local(tasks: Sequence[Task], log: Log = print, pool: concurrent.futures.Executor | None = None

@@ -293,7 +293,10 @@ def write_report(workdir: str, settings: Settings | None = None) -> str:
     for (graph, measure), record in calibrations.items():
         lines += [f"**{graph}**, matched by {measure}: {t.calibration_table(record)}", ""]
     lines += [] if calibrations else ["No calibration records (`calibration/<graph>.<measure>.json`).", ""]
-    lines += ["## Method", "", method(settings), "", "## Plots", "", "![final excess loss](final_excess.png)", "",
+    starts = sorted({run.start for run in finished})
+    lines += ["## Method", "", method(settings), "",
+              *((f"Sequences start from: {'; '.join(starts)} (`config.data.initial_state`).", "") if starts else ()),
+              "## Plots", "", "![final excess loss](final_excess.png)", "",
               "![per-position loss](per_position.png)", "", "## Runs", "", t.runs_table(comparisons), ""]
     if unfinished:
         lines += ["Unfinished runs: " + ", ".join(f"`{os.path.relpath(p, workdir)}`" for p in unfinished), ""]

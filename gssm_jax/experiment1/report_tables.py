@@ -237,8 +237,12 @@ def learning_rate_table(learning_rates: Mapping[str, dict], runs: Sequence[Run])
             continue
         losses = ", ".join(f"{float(rate):g}: {loss:.4f}" for rate, loss in
                            choice["validation_loss_nats_per_token"].items())
+        grid, chosen = sorted(choice["grid"]), choice["chosen"]
+        edge = ("" if len(grid) < 2 or grid[0] < chosen < grid[-1] else
+                " (the grid's largest: a larger rate may do better)" if chosen == grid[-1] else
+                " (the grid's smallest: a smaller rate may do better)")
         lines.append(f"| {key} | {', '.join(f'{rate:g}' for rate in choice['grid'])} | {losses} | "
-                     f"{choice['chosen']:g} | {runs_at or 'no finished run'} |")
+                     f"{chosen:g}{edge} | {runs_at or 'no finished run'} |")
     return "\n".join(lines)
 
 

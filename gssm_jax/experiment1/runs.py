@@ -58,6 +58,7 @@ class Run:
       tokens: float64 (evals,) training tokens seen at each eval record.
       excess: float64 (evals,) held-out excess loss at those evals, nats/token.
       per_position: the arrays of `per_position.npz` (`steps`, `model_loss`, `optimal_loss`), or None.
+      start: where its sequences start (`config.data.initial_state`, with the burn-in of "stationary").
     """
 
     group: Group
@@ -69,6 +70,7 @@ class Run:
     tokens: np.ndarray
     excess: np.ndarray
     per_position: dict[str, np.ndarray] | None
+    start: str = "zeros"
 
     @property
     def final_excess(self) -> float:
@@ -111,8 +113,12 @@ def load_run(workdir: str, path: str) -> Run | None:
     evals = [record for record in files.evals if EXCESS in record]
     tokens = np.array([record["tokens_seen"] for record in evals], np.float64)
     excess = np.array([record[EXCESS] for record in evals], np.float64)
+    data = files.config.get("data", {})
+    start = data.get("initial_state", "zeros")
+    start += (f" after {data.get('burn_in')} unobserved steps" if start == "stationary" else
+              " (every previous latent value 0, composable-llm's)")
     return Run(Group(graph, measure, cell["learner"], cell["size"]), side, int(seed.removeprefix("seed")), entry,
-               path, files.result, tokens, excess, files.per_position)
+               path, files.result, tokens, excess, files.per_position, start)
 
 
 def load_runs(workdir: str) -> list[Run]:

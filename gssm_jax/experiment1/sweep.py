@@ -22,6 +22,7 @@ spawned processes; on Slurm (`slurm`) every ensemble is one array task.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -211,6 +212,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
       SweepError: a run directory holds a run with other settings, or a calibration failed.
     """
     check_experiment(config, workdir)
+    inside = os.path.join(workdir, "")
+    log = functools.partial(_relative_log, log, inside)
     with worker_pool(ensembles.workers(config) if slurm is None else 1) as pool:
         def launch(tasks: list[Task], stage: str) -> dict[str, Any]:
             if slurm is not None:
@@ -223,6 +226,11 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, slurm: Sl
             return flat
 
         return _stages(config, workdir, launch, log)
+
+
+def _relative_log(log: Log, inside: str, line: str) -> None:
+    """`log(line)` with the run directories under the workdir `inside` shown relative to it."""
+    log(line.replace(inside, ""))
 
 
 def _stages(config: ml_collections.ConfigDict, workdir: str, launch: Callable[[list[Task], str], dict[str, Any]],

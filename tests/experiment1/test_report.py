@@ -6,6 +6,7 @@ the run-directory contract: `runs/<measure>/<graph>/<side>/seed<k>/<model>/` wit
 """
 
 import dataclasses
+import glob
 import itertools
 import json
 import math
@@ -359,9 +360,14 @@ def test_learning_rates_and_their_grid_are_reported(tmp_path):
     workdir = make_fake_workdir(str(tmp_path), {key: v for key, v in EXCESS.items() if key[0] == "chain"})
     with open(os.path.join(workdir, "learning_rates.json"), "w") as file:
         json.dump({"entropy/chain/tiny": {"grid": [1e-3, 3e-3], "seeds": [0], "chosen": 3e-3,
-                                          "validation_loss_nats_per_token": {"0.001": 1.31, "0.003": 1.25}}}, file)
+                                          "validation_loss_nats_per_token": {"0.001": 1.31, "0.003": 1.25}},
+                   "entropy/chain/small": {"grid": [1e-3, 2e-3, 4e-3], "seeds": [0], "chosen": 2e-3,
+                                           "validation_loss_nats_per_token": {"0.001": 1.3, "0.002": 1.2,
+                                                                              "0.004": 1.4}}}, file)
     text = open(report.write_report(workdir)).read()
-    assert "| entropy/chain/tiny | 0.001, 0.003 | 0.001: 1.3100, 0.003: 1.2500 | 0.003 | not recorded |" in text
+    assert ("| entropy/chain/tiny | 0.001, 0.003 | 0.001: 1.3100, 0.003: 1.2500 | 0.003 (the grid's largest: a larger "
+            "rate may do better) | not recorded |") in text
+    assert "| 0.001: 1.3000, 0.002: 1.2000, 0.004: 1.4000 | 0.002 | no finished run |" in text
 
 
 def test_one_graph_never_claims_independence_of_the_graph(tmp_path):
@@ -412,3 +418,17 @@ def test_a_run_linked_into_another_measure_folder_counts_for_that_measure(tmp_pa
     found = report.compare(load_runs(workdir), SETTINGS)
     assert [c.group.measure for c in found] == ["entropy", "gzip"]
     assert [c.outcome("final") for c in found] == [X, X]
+
+
+def test_the_method_says_where_the_sequences_start(tmp_path):
+    workdir = make_fake_workdir(str(tmp_path), {key: v for key, v in EXCESS.items() if key[0] == "chain"})
+    assert ("Sequences start from: zeros (every previous latent value 0, composable-llm's) "
+            "(`config.data.initial_state`).") in open(report.write_report(workdir)).read()
+    for path in glob.glob(os.path.join(workdir, "runs", "*", "*", "*", "seed*", "*", "config.json")):
+        with open(path) as file:
+            config = json.load(file)
+        config["data"] = {"initial_state": "stationary", "burn_in": 256}
+        with open(path, "w") as file:
+            json.dump(config, file)
+    assert ("Sequences start from: stationary after 256 unobserved steps (`config.data.initial_state`)."
+            in open(report.write_report(workdir)).read())

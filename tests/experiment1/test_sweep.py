@@ -23,6 +23,7 @@ def small_config():
     config = experiment1.get_config("size=cpu")
     config.experiment1.graphs = ("four_by_four", "chain")
     config.experiment1.seeds = (0, 1)
+    config.experiment1.learning_rates = (2.5e-3, 5e-3, 1e-2)
     config.experiment1.ensemble = "8"
     config.experiment1.workers = "1"
     config.experiment1.models = {
@@ -280,6 +281,17 @@ def test_worker_processes_give_the_same_outcomes():
     with worker_pool(2) as pool:
         assert run_local(tasks, lambda line: None, pool) == {f"t{index}": max(index, 2) for index in range(4)}
         assert run_local(tasks[:2], lambda line: None, pool) == {"t0": 2, "t1": 2}  # the pool serves every stage
+
+
+def test_worker_processes_start_with_huge_pages_unless_the_user_set_the_tunables(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    task = [Task("tunables", os.environ.get, ("GLIBC_TUNABLES",))]
+    with worker_pool(2) as pool:
+        assert run_local(task, lambda line: None, pool) == {"tunables": "glibc.malloc.hugetlb=1"}
+    assert "GLIBC_TUNABLES" not in os.environ  # this process's environment is restored
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    with worker_pool(2) as pool:
+        assert run_local(task, lambda line: None, pool) == {"tunables": "glibc.malloc.hugetlb=0"}
 
 
 def test_slurm_parameters_from_the_flags():
