@@ -12,6 +12,7 @@ config changes the computation is refused (`gssm_jax.training.resume`). One proc
 """
 
 import contextlib
+import os
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -40,7 +41,18 @@ def main(argv):
         except loop.Preempted as preempted:
             logging.warning("%s", preempted)
             raise SystemExit(128 + preempted.signal_number) from None  # the shell's status for death by that signal
-    logging.info("Finished: %s", result)
+    logging.info("%s", finished_line(result, workdir))
+
+
+def finished_line(result: dict, workdir: str) -> str:
+    """The run's outcome in one line: its held-out excess loss, the entropy rate it is over, where the rest is."""
+    from gssm_jax.training import run_directory  # noqa: PLC0415
+
+    tokens = int(result["tokens_seen"])
+    return (f"finished: excess loss {result['eval/excess_loss_nats_per_token']:.4f} +- "
+            f"{result['eval/excess_loss_standard_error']:.4f} nats/token over the exact entropy rate "
+            f"{result['eval/entropy_nats_per_token']:.4f} of the held-out sequences, after {tokens:,} tokens "
+            f"({os.path.join(workdir, run_directory.RESULT_FILE)})")
 
 
 def run() -> None:

@@ -104,7 +104,7 @@ class Budget(NamedTuple):
     checkpoint_every: steps between checkpoints (a run shorter than a minute needs only its last one).
     calibration_batch: sequences per seed of the calibration (composable-llm measured gzip on 1024 x T).
     ensemble: `config.experiment1.ensemble`; a smoke run trains each graph's runs as one program, since compiling
-      dominates it (on 2 CPU cores, size=tiny from a cold compilation cache: 80 s one run per program, 60 s one
+      dominates it (on 2 CPU cores, size=tiny from a cold compilation cache: 80 s one run per program, 51 s one
       program per graph).
     """
 
