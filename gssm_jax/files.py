@@ -1,7 +1,7 @@
 """The one atomic file writer: a reader sees the old file or the whole new one, never a part of it.
 
 Every file the library writes (dataset shards and metadata, run files, calibrations, reports) goes
-through `write_bytes`: the data goes to a hidden temporary file in the same directory, which is
+through `write_bytes`: the data goes to a hidden temporary file of the writer's own in the same directory, which is
 flushed and fsynced, renamed over the target, and then the directory is fsynced, so after the call
 returns the new file survives a crash or a power cut (the rename alone is atomic but not durable).
 """
@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,9 @@ def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> str:
     """
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{name}.tmp")
+    # One temporary name per writer: processes writing the same file at once (e.g. two worker processes caching
+    # the same held-out losses) must not rename each other's temporary away.
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(temporary, "wb") as file:
         file.write(data)
         file.flush()
