@@ -201,10 +201,9 @@ def _tiny_graph():
 
 
 def _tiny_config(**fields):
+    """base:size=tiny with `section__field=value` overrides."""
     config = get_config("size=tiny")
-    for dotted, value in fields.items():
-        section, name = dotted.split("__")
-        config[section][name] = value
+    config.update_from_flattened_dict({dotted.replace("__", "."): value for dotted, value in fields.items()})
     return config
 
 
@@ -247,12 +246,9 @@ def test_public_api_error_is_a_short_value_error_naming_the_field(name, tmp_path
 
 # ---- resume ----------------------------------------------------------------------------------------------
 def _resume_config(**fields):
-    config = _tiny_config(train__num_steps=6, train__log_every=2, train__eval_every=6, train__checkpoint_every=4,
-                          train__memory_budget_gib=0.0, train__steps_per_call=1)
-    for dotted, value in fields.items():
-        section, name = dotted.split("__")
-        config[section][name] = value
-    return config
+    return _tiny_config(**{"train__num_steps": 6, "train__log_every": 2, "train__eval_every": 6,
+                           "train__checkpoint_every": 4, "train__memory_budget_gib": 0.0, "train__steps_per_call": 1,
+                           **fields})
 
 
 def _no_compiling(monkeypatch):

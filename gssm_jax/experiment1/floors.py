@@ -95,12 +95,11 @@ def ngram_floor(run: ml_collections.ConfigDict, seed_dir: str, max_tokens: int |
     cached = read_floor(seed_dir)  # a record of an older format is recomputed
     if cached is not None:
         return cached
-    from gssm_jax import parallel  # noqa: PLC0415
     from gssm_jax.gssm.graph import GraphSpec  # noqa: PLC0415 (JAX work only when not cached)
     from gssm_jax.training import loop  # noqa: PLC0415
 
     graph = GraphSpec.from_config(run.graph)
-    _, stream, heldout, _ = loop.training_source(run, graph, parallel.data_parallel_mesh())
+    _, stream, heldout, _ = loop.training_source(run)
     budget = run.train.num_steps * run.data.batch_size * run.data.length
     record = floor_record(stream, np.asarray(heldout), graph.vocab_size, budget, max_tokens)
     os.makedirs(seed_dir, exist_ok=True)

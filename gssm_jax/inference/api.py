@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gssm_jax import parallel
 from gssm_jax.errors import UserError
 from gssm_jax.gssm.graph import GraphSpec
 from gssm_jax.gssm.initial_state import DEFAULT_BURN_IN, burn_in_steps
@@ -397,7 +398,7 @@ def _chunked_forward(graph: GraphSpec, tables: dict[str, jax.Array], tokens: jax
 
         return lax.map(run, (split(tokens), jax.tree.map(split, own))).reshape(per_device, length)
 
-    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    mesh = parallel.data_parallel_mesh(devices)
     batch_spec = jax.P("data")
     losses = jax.shard_map(device_losses, mesh=mesh, in_specs=(jax.P(), batch_spec, batch_spec, jax.P()),
                            out_specs=batch_spec, check_vma=False)(shared, own, pad(tokens), prior)

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from gssm_jax import compilation_cache, locks
+from gssm_jax import compilation_cache, locks, parallel
 from gssm_jax.errors import shortened
 from gssm_jax.training import members, memory, resume, run_directory
 from gssm_jax.training.checkpoints import MemberCheckpoints
@@ -64,16 +64,15 @@ class _StopSignals:
             signal.signal(number, previous)
 
 
-def training_source(config: ml_collections.ConfigDict | Run, graph=None,
+def training_source(config: ml_collections.ConfigDict | Run,
                     mesh: jax.sharding.Mesh | None = None) -> members.TrainingSource:
     """A run's `(kernels, training stream with .batch(step), held-out tokens, identity)` (`members.TrainingSource`).
 
-    The stream is the one the run trains on (for the n-gram floor); `graph` is ignored (the config's);
-    `mesh` (a ("data",) mesh, default all devices) splits its rows.
+    The stream is the one the run trains on (for the n-gram floor); `mesh` (a ("data",) mesh, default every
+    device) splits its rows.
     """
     run = config if isinstance(config, Run) else resolve(config, None)
-    mesh = mesh or jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    return members.training_source(run, mesh)
+    return members.training_source(run, mesh or parallel.data_parallel_mesh())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

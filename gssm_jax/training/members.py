@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gssm_jax import data, keys
+from gssm_jax import data, keys, parallel
 from gssm_jax.gssm.initial_state import start_keywords
 from gssm_jax.gssm.kernels import Kernels, sample_kernels
 from gssm_jax.learners import count_parameters
@@ -90,8 +90,7 @@ class Ensemble:
         self.mesh = step.ensemble_mesh(len(runs), devices)
         self.program = step.step_program(step.ProgramShape.of(runs[0], len(runs)), self.mesh)
         self.timeline = schedule.timeline(runs[0])
-        data_mesh = jax.make_mesh((self.mesh.devices.size,), ("data",), devices=self.mesh.devices.reshape(-1),
-                                  axis_types=(jax.sharding.AxisType.Auto,))
+        data_mesh = parallel.data_parallel_mesh(self.mesh.devices.reshape(-1))
         self.sources = [training_source(run, data_mesh) for run in runs]
         self.stream = None
         if runs[0].data.source == "onfly":

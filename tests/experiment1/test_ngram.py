@@ -152,7 +152,7 @@ def test_seed_folder_record_is_cached_and_an_older_format_recomputed(tmp_path, m
     tokens, heldout = _source(64, 12, 0), _source(6, 12, 1)
     calls = []
 
-    def training_source(run, graph, mesh):
+    def training_source(run, mesh=None):
         calls.append(run)
         return None, _Stream(tokens, 8), heldout, None
 

@@ -10,10 +10,9 @@ from gssm_jax.training.run import ConfigError, resolve
 
 
 def _config(**fields):
+    """base:size=tiny with `section__field=value` overrides."""
     config = get_config("size=tiny")
-    for dotted, value in fields.items():
-        section, name = dotted.split("__")
-        config[section][name] = value
+    config.update_from_flattened_dict({dotted.replace("__", "."): value for dotted, value in fields.items()})
     return config
 
 
